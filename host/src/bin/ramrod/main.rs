@@ -1,0 +1,42 @@
+//! The `ramrod` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod policy_cmd;
+
+/// ramrod: Raft log compaction decided by sandboxed WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "ramrod", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, check and try compaction policies.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
