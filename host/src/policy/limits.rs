@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxLimits {
-    /// Fuel (roughly, Wasm instructions) one `decide` call may burn.
+    /// Fuel (roughly, Wasm instructions) one `decide` call may burn. `0`
+    /// turns fuel metering off for the engine (the wall-clock limit still
+    /// stops runaway calls): decisions get cheaper, but the cost of a call is
+    /// no longer measured in fuel.
     pub fuel_per_call: u64,
     /// Fuel instantiating and configuring one instance may burn.
     pub fuel_per_configure: u64,

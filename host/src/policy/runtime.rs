@@ -246,7 +246,7 @@ impl PolicyRuntime {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .consume_fuel(true)
+            .consume_fuel(limits.fuel_per_call > 0)
             .epoch_interruption(true)
             .max_wasm_stack(limits.stack_bytes)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -501,9 +501,11 @@ impl WasmPolicy {
         };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(l.fuel_per_configure)
-            .map_err(|e| Started::Failed(classify(&store, e)))?;
+        if l.fuel_per_call > 0 {
+            store
+                .set_fuel(l.fuel_per_configure)
+                .map_err(|e| Started::Failed(classify(&store, e)))?;
+        }
         store.set_epoch_deadline(ticks(l.configure_timeout_ms));
         store.epoch_deadline_trap();
         let bindings = self.pre.instantiate(&mut store).map_err(|e| {
@@ -564,9 +566,10 @@ impl WasmPolicy {
         let elapsed = t.elapsed();
         match r {
             Ok(d) => {
-                let fuel = l
-                    .fuel_per_call
-                    .saturating_sub(inst.store.get_fuel().unwrap_or(0));
+                let fuel = match l.fuel_per_call {
+                    0 => 0,
+                    limit => limit.saturating_sub(inst.store.get_fuel().unwrap_or(0)),
+                };
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                 if pool.len() < l.pooled_instances {
                     pool.push(inst);
@@ -584,8 +587,10 @@ impl WasmPolicy {
 
 /// Sets the fuel and deadline for the next call.
 fn arm(store: &mut Store<GuestState>, fuel: u64, timeout_ms: u64) {
-    // Fuel is on for every store of this engine, so this cannot fail.
-    let _ = store.set_fuel(fuel);
+    if fuel > 0 {
+        // Fuel is on for every store of this engine, so this cannot fail.
+        let _ = store.set_fuel(fuel);
+    }
     store.set_epoch_deadline(ticks(timeout_ms));
     store.data_mut().limiter.denied = None;
 }

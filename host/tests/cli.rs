@@ -1,0 +1,146 @@
+//! The `ramrod` command line, run as a user would.
+
+use std::process::{Command, Output};
+
+fn ramrod(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ramrod"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("running ramrod")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../policies/fixtures/dist/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn config(dir: &tempfile::TempDir, body: &str) -> String {
+    let p = dir.path().join("config.toml");
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn check_a_builtin_shows_every_scenario() {
+    let o = ramrod(&["policy", "check", "adaptive", "--calls", "3"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for s in [
+        "fresh",
+        "idle",
+        "steady",
+        "burst",
+        "lagging-follower",
+        "snapshot-in-flight",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(s)),
+            "no line for {s}:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("imports nothing") && out.contains("nothing clamped"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_rejects_a_bad_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ramrod(&[
+        "policy",
+        "check",
+        "entries",
+        "--config",
+        &config(&dir, "snapshot_every = 10\nkeep_entires = 5\n"),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("keep_entires") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_rejects_what_is_not_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = config(&dir, "hello");
+    for (file, says) in [
+        (not_wasm.as_str(), "not WebAssembly"),
+        (&fixture("wrong-version.wasm"), "policy@0.2.0"),
+        (
+            &fixture("wrong-world.wasm"),
+            "does not implement `ramrod:policy/policy@0.1.0`",
+        ),
+        ("no-such-file.wasm", "no-such-file.wasm"),
+    ] {
+        let o = ramrod(&["policy", "check", file]);
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "{file}");
+        assert!(err.contains(says), "{file}: {err}");
+    }
+}
+
+#[test]
+fn check_fails_on_a_policy_that_traps_or_needs_clamping() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ramrod(&[
+        "policy",
+        "check",
+        &fixture("hostile.wasm"),
+        "--config",
+        &config(&dir, "behavior = \"panic\""),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("failed on the `fresh` scenario") && err.contains("trap"),
+        "{err}"
+    );
+
+    let o = ramrod(&[
+        "policy",
+        "check",
+        &fixture("hostile.wasm"),
+        "--config",
+        &config(&dir, "behavior = \"purge-past\""),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.contains("purge-up-to 18446744073709551615 lowered to 1010000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_runs_a_wasi_guest_without_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir, "behavior = \"probe-wasi\"");
+    let o = ramrod(&[
+        "policy",
+        "check",
+        &fixture("hostile-wasi.wasm"),
+        "--config",
+        &cfg,
+        "--calls",
+        "1",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("linked with no capabilities") && out.contains("env=0 read=denied"),
+        "{out}"
+    );
+}
