@@ -3,6 +3,9 @@
 //! policies that operators write in any language and swap at runtime.
 //!
 //! - [`policy`]: the policy runtime (wasmtime), host, native fallback and hot swap.
+//! - [`log_store`]: the Raft log on redb, with group commit and background purge.
+//! - [`raft`]: the openraft type configuration and the KV commands.
+//! - [`state_machine`]: a minimal in-memory KV state machine.
 //!
 //! Policy authors want the `ramrod-policy-sdk` crate instead, whose types this
 //! crate re-exports as [`sdk`].
@@ -12,3 +15,7 @@
 pub mod policy;
 
 pub use ramrod_policy_sdk as sdk;
+pub mod log_store;
+pub mod raft;
+pub mod record;
+pub mod state_machine;

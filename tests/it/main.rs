@@ -1,4 +1,5 @@
 //! ramrod's integration tests: one binary, one module per feature.
 
+mod log_store;
 mod policy;
 mod support;

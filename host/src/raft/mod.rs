@@ -1,0 +1,91 @@
+//! The project's openraft type configuration and the KV commands a Raft
+//! entry carries.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// ramrod's Raft types: `u64` node ids, nodes addressed by a string, KV
+    /// command batches as entries.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A node's id.
+pub type NodeId = u64;
+/// A Raft log id of this configuration.
+pub type LogId = openraft::LogId<NodeId>;
+/// A Raft log entry of this configuration.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A vote of this configuration.
+pub type Vote = openraft::Vote<NodeId>;
+/// A storage error of this configuration.
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// One change to the key-value state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Removes every key in `start..end`.
+    DeleteRange {
+        /// First key removed.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+    /// Removes every key that starts with `prefix`.
+    DeletePrefix {
+        /// The prefix.
+        prefix: Vec<u8>,
+    },
+}
+
+/// What a client asks the cluster to apply: a batch of commands applied
+/// atomically, as one Raft entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The commands, applied in order.
+    pub commands: Vec<Command>,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request of {} commands", self.commands.len())
+    }
+}
+
+impl Request {
+    /// A request that puts one key.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Request {
+            commands: vec![Command::Put {
+                key: key.into(),
+                value: value.into(),
+            }],
+        }
+    }
+}
+
+/// What applying a [`Request`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Keys written or removed.
+    pub changed_keys: u64,
+}
