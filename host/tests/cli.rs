@@ -144,3 +144,59 @@ fn check_runs_a_wasi_guest_without_capabilities() {
         "{out}"
     );
 }
+
+#[test]
+fn log_inspect_reports_the_store() {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    use ramrod::log_store::{Durability, LogStore};
+    use ramrod::raft::{Entry, LogId, Request, Vote};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        store.save_vote(&Vote::new(4, 2)).await.unwrap();
+        let entries: Vec<Entry> = (1..=10)
+            .map(|i| Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), i),
+                payload: openraft::EntryPayload::Normal(Request::put(vec![i as u8], vec![0; 10])),
+            })
+            .collect();
+        store.blocking_append(entries).await.unwrap();
+        store
+            .purge(LogId::new(openraft::CommittedLeaderId::new(4, 2), 3))
+            .await
+            .unwrap();
+    });
+
+    let d = dir.path().display().to_string();
+    let o = ramrod(&["log", "inspect", "--data-dir", &d]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("first index   4") && out.contains("entries       7"),
+        "{out}"
+    );
+    let o = ramrod(&["log", "inspect", "--data-dir", &d, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["entries"], 7);
+    assert_eq!(v["last_log_id"]["index"], 10);
+    assert!(v["file_size"].as_u64().unwrap() > 0);
+
+    let o = ramrod(&["log", "inspect", "--data-dir", "no/such/dir"]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("no/such/dir does not exist"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("raft-log.redb"), b"not a database").unwrap();
+    let o = ramrod(&["log", "inspect", "--data-dir", &d]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("raft-log.redb"),
+        "{err}"
+    );
+}

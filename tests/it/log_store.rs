@@ -21,3 +21,358 @@ impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for 
 fn openraft_storage_suite() {
     Suite::test_all(Builder).unwrap();
 }
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{CommittedLeaderId, EntryPayload};
+use ramrod::log_store::LogStoreError;
+use ramrod::raft::{Entry, LogId, Request, Vote};
+
+use crate::support::Rng;
+
+fn entry(term: u64, index: u64, payload: Vec<u8>) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Request::put(format!("k{index}"), payload)),
+    }
+}
+
+fn entries(term: u64, range: std::ops::Range<u64>) -> Vec<Entry> {
+    range
+        .map(|i| entry(term, i, vec![(i % 251) as u8; 64]))
+        .collect()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Checks that the log in `dir` holds `floor..=last` with no hole.
+fn check_contiguous(store: &LogStore) -> (u64, u64) {
+    let last = store.last_log_id().map_or(0, |l| l.index);
+    let floor = store.purged().map_or(1, |p| p.index + 1);
+    let got = store.read(floor, last + 1).unwrap();
+    assert_eq!(
+        got.len() as u64,
+        last + 1 - floor,
+        "hole in {floor}..={last}"
+    );
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.log_id.index, floor + i as u64);
+    }
+    (floor, last)
+}
+
+/// A child appends continuously and acknowledges each durable append; it is
+/// killed with SIGKILL at random moments. After each kill, every acknowledged
+/// entry, the vote and the purge point are intact, with no hole.
+#[test]
+fn kill9_keeps_every_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(2024);
+    let (mut acked, mut acked_purge, mut acked_term) = (0u64, 0u64, 0u64);
+    for round in 0..24 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_log-crash-child"))
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(20 + rng.below(250));
+        let mut apply = |line: &str| {
+            let (what, n) = line.split_once(' ').unwrap();
+            let n: u64 = n.parse().unwrap();
+            match what {
+                "ACK" => acked = acked.max(n),
+                "PURGED" => acked_purge = acked_purge.max(n),
+                "VOTE" => acked_term = acked_term.max(n),
+                other => panic!("unexpected line {other}"),
+            }
+        };
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            apply(&line);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        // Lines written before the kill were acknowledged too.
+        for line in rx.try_iter() {
+            apply(&line);
+        }
+
+        let store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        let (_, last) = check_contiguous(&store);
+        assert!(
+            last >= acked,
+            "round {round}: acknowledged {acked}, log ends at {last}"
+        );
+        let purged = store.purged().map_or(0, |p| p.index);
+        assert!(
+            purged >= acked_purge,
+            "round {round}: purged {purged} < acknowledged {acked_purge}"
+        );
+        let term = store.vote().map_or(0, |v| v.leader_id.term);
+        assert!(
+            term >= acked_term,
+            "round {round}: vote term {term} < {acked_term}"
+        );
+    }
+    assert!(
+        acked > 1_000,
+        "the child made too little progress to test anything: {acked}"
+    );
+    assert!(acked_purge > 0, "no purge was acknowledged");
+}
+
+/// A large purge runs in the background while appends keep succeeding.
+#[test]
+fn appends_flow_during_a_large_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        const N: u64 = 150_000;
+        for start in (1..=N).step_by(5_000) {
+            store
+                .blocking_append(entries(1, start..start + 5_000))
+                .await
+                .unwrap();
+        }
+        let purge_to = store.read(N - 1_000, N - 999).unwrap()[0].log_id;
+        let mut appender = store.clone();
+        let writes = tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            for i in 0..200 {
+                let t = Instant::now();
+                let at = N + 1 + i * 5;
+                appender
+                    .blocking_append(entries(1, at..at + 5))
+                    .await
+                    .unwrap();
+                worst = worst.max(t.elapsed());
+            }
+            worst
+        });
+        store.purge(purge_to).await.unwrap();
+        // The purge point is durable and reads respect it at once, while the
+        // deletion is still running.
+        assert!(
+            store.stored_entries().unwrap() > 10_000,
+            "purge ran in the foreground"
+        );
+        assert!(store.read(1, 10).unwrap().is_empty());
+        let worst = writes.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.stored_entries().unwrap() > 1_000 + 1_000 {
+            assert!(Instant::now() < deadline, "background purge did not finish");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stats = store.stats();
+        assert_eq!(stats.first_index, N - 999);
+        assert_eq!(stats.last_index, N + 1_000);
+        assert_eq!(stats.entries, 2_000);
+        check_contiguous(&store);
+        eprintln!("longest append during the purge: {worst:?}");
+    });
+}
+
+/// Log facts are maintained incrementally and survive a restart.
+#[test]
+fn log_facts_follow_appends_truncates_and_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        let s = store.stats();
+        assert_eq!(
+            (s.entries, s.bytes, s.purged, s.committed),
+            (0, 0, None, None)
+        );
+        store.blocking_append(entries(1, 1..101)).await.unwrap();
+        let s = store.stats();
+        assert_eq!((s.first_index, s.last_index, s.entries), (1, 100, 100));
+        assert!(s.bytes > 100 * 64 && s.append_rate > 0.0 && s.byte_rate > s.append_rate);
+        let one = s.bytes / 100;
+
+        store
+            .truncate(store.read(91, 92).unwrap()[0].log_id)
+            .await
+            .unwrap();
+        store
+            .save_committed(Some(store.read(80, 81).unwrap()[0].log_id))
+            .await
+            .unwrap();
+        store
+            .purge(store.read(40, 41).unwrap()[0].log_id)
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let s = store.stats();
+        assert_eq!(
+            (s.first_index, s.last_index, s.entries, s.committed),
+            (41, 90, 50, Some(80))
+        );
+        assert_eq!(store.last_log_id().unwrap().index, 90);
+        // Bytes follow deletions once the background purge is done.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.stored_entries().unwrap() != 50 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.flush().await.unwrap();
+        assert!(
+            store.stats().bytes.abs_diff(50 * one) <= 50,
+            "{} vs {}",
+            store.stats().bytes,
+            50 * one
+        );
+        let before = store.stats();
+        drop(store);
+
+        let store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        let s = store.stats();
+        assert_eq!(
+            (s.first_index, s.last_index, s.entries, s.committed, s.bytes),
+            (
+                before.first_index,
+                before.last_index,
+                before.entries,
+                before.committed,
+                before.bytes
+            )
+        );
+        assert_eq!(store.vote(), None);
+    });
+}
+
+/// Vote, committed id and purge point are durable across reopen.
+#[test]
+fn vote_and_pointers_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        store.save_vote(&Vote::new(7, 3)).await.unwrap();
+        store.blocking_append(entries(7, 0..10)).await.unwrap();
+        let c = store.read(5, 6).unwrap()[0].log_id;
+        store.save_committed(Some(c)).await.unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(c));
+        assert_eq!(
+            store
+                .get_log_state()
+                .await
+                .unwrap()
+                .last_log_id
+                .unwrap()
+                .index,
+            9
+        );
+    });
+}
+
+fn open_err(dir: &Path) -> LogStoreError {
+    LogStore::open(dir, Durability::Durable).expect_err("open must fail")
+}
+
+/// A missing directory, a file that is not a database, a database that is
+/// not ours, and a damaged record are clear errors that name the file.
+#[test]
+fn bad_files_are_clear_errors() {
+    let missing = Path::new("no/such/data-dir");
+    let e = open_err(missing);
+    assert!(
+        matches!(e, LogStoreError::MissingDir(_)) && e.to_string().contains("no/such/data-dir"),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(ramrod::log_store::LOG_FILE),
+        vec![0x5a; 8192],
+    )
+    .unwrap();
+    let e = open_err(dir.path());
+    assert!(e.to_string().contains("raft-log.redb"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = redb::Database::create(dir.path().join(ramrod::log_store::LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, &str>::new("users"))
+            .unwrap()
+            .insert("a", "b")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let e = open_err(dir.path());
+    assert!(
+        matches!(e, LogStoreError::Foreign { .. }) && e.to_string().contains("users"),
+        "{e}"
+    );
+}
+
+/// A flipped byte inside a stored entry is detected when the entry is read.
+#[test]
+fn damaged_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = b"RAMROD-MARKER-PAYLOAD-0123456789".to_vec();
+    rt().block_on(async {
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        let mut list = entries(1, 1..50);
+        list.push(entry(1, 50, marker.clone()));
+        list.extend(entries(1, 51..60));
+        store.blocking_append(list).await.unwrap();
+    });
+    let path = dir.path().join(ramrod::log_store::LOG_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("payload stored verbatim");
+    bytes[at + 3] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+
+    match LogStore::open(dir.path(), Durability::Durable) {
+        Err(e) => assert!(e.to_string().contains("raft-log.redb"), "{e}"),
+        Ok(store) => {
+            assert_eq!(
+                store.read(1, 50).unwrap().len(),
+                49,
+                "undamaged entries still read"
+            );
+            let e = store
+                .read(1, 60)
+                .expect_err("the damaged entry must not be returned");
+            assert!(
+                e.to_string().contains("entry 50") && e.to_string().contains("checksum"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -73,6 +73,9 @@ impl Ewma {
 pub(crate) struct Counters {
     /// `u64::MAX` when the log has never held an entry.
     pub(crate) last_index: AtomicU64,
+    /// The first index ever appended since the log was last empty
+    /// (`u64::MAX` when empty); the purge point overrides it.
+    pub(crate) first_index: AtomicU64,
     /// `u64::MAX` when nothing was purged.
     pub(crate) purged: AtomicU64,
     /// `u64::MAX` when nothing was committed.
@@ -87,6 +90,7 @@ impl Counters {
     pub(crate) fn new() -> Self {
         Counters {
             last_index: AtomicU64::new(NONE),
+            first_index: AtomicU64::new(NONE),
             purged: AtomicU64::new(NONE),
             committed: AtomicU64::new(NONE),
             bytes: AtomicU64::new(0),
@@ -98,7 +102,12 @@ impl Counters {
         let get = |a: &AtomicU64| a.load(Ordering::Acquire);
         let opt = |v: u64| (v != NONE).then_some(v);
         let purged = opt(get(&self.purged));
-        let first_index = purged.map_or(0, |p| p + 1);
+        let first_index = match (purged, opt(get(&self.first_index))) {
+            (Some(p), Some(f)) => f.max(p + 1),
+            (Some(p), None) => p + 1,
+            (None, Some(f)) => f,
+            (None, None) => 0,
+        };
         let (last_index, entries) = match opt(get(&self.last_index)) {
             Some(last) if last >= first_index => (last, last + 1 - first_index),
             _ => (first_index.saturating_sub(1), 0),

@@ -551,6 +551,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.state().last = Some(last);
         let c = &self.shared.counters;
+        let first = list[0].0;
+        let _ = c
+            .first_index
+            .compare_exchange(NONE, first, Ordering::AcqRel, Ordering::Acquire);
         c.last_index.store(last.index, Ordering::Release);
         c.rates
             .lock()

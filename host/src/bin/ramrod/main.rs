@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod log_cmd;
 mod policy_cmd;
 
 /// ramrod: Raft log compaction decided by sandboxed WebAssembly policies.
@@ -19,6 +20,9 @@ enum Command {
     /// Inspect, check and try compaction policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Inspect a node's Raft log store.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Log(cmd) => log_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
