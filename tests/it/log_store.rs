@@ -185,10 +185,13 @@ fn appends_flow_during_a_large_purge() {
         assert!(store.read(1, 10).unwrap().is_empty());
         let worst = writes.await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while store.stored_entries().unwrap() > 1_000 + 1_000 {
+        while store.purge_in_progress() {
             assert!(Instant::now() < deadline, "background purge did not finish");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // What remains: the kept entries, plus at most the rest of the one
+        // stored chunk that straddles the purge point.
+        assert!(store.stored_entries().unwrap() <= 2_000 + 5_000);
         let stats = store.stats();
         assert_eq!(stats.first_index, N - 999);
         assert_eq!(stats.last_index, N + 1_000);
@@ -235,18 +238,34 @@ fn log_facts_follow_appends_truncates_and_purges() {
             (41, 90, 50, Some(80))
         );
         assert_eq!(store.last_log_id().unwrap().index, 90);
-        // Bytes follow deletions once the background purge is done.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.stored_entries().unwrap() != 50 {
+        while store.purge_in_progress() {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Purged entries stored in one chunk with kept ones stay until their
+        // chunk goes; once a whole chunk is below the purge point it goes.
+        let kept_chunk = store.stats().bytes;
+        assert!(
+            kept_chunk.abs_diff(90 * one) <= 90 * one / 20,
+            "{kept_chunk} vs {}",
+            90 * one
+        );
+        store.blocking_append(entries(1, 91..1_091)).await.unwrap();
+        let big = store.read(1_000, 1_001).unwrap()[0].log_id;
+        store.purge(big).await.unwrap();
+        while store.purge_in_progress() {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         store.flush().await.unwrap();
+        let s = store.stats();
+        assert_eq!((s.first_index, s.last_index, s.entries), (1_001, 1_090, 90));
         assert!(
-            store.stats().bytes.abs_diff(50 * one) <= 50,
-            "{} vs {}",
-            store.stats().bytes,
-            50 * one
+            s.bytes.abs_diff(1_000 * one) <= 1_000 * one / 20,
+            "only the last chunk remains: {} vs {}",
+            s.bytes,
+            1_000 * one
         );
         let before = store.stats();
         drop(store);
@@ -375,4 +394,40 @@ fn damaged_entry_is_detected() {
             );
         }
     }
+}
+
+/// Appends replace exactly the indexes they carry, splitting stored chunks
+/// at both ends (entries are stored in chunks, one per append).
+#[test]
+fn overlapping_appends_replace_exactly_their_range() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        store.blocking_append(entries(1, 1..12)).await.unwrap();
+        store.blocking_append(entries(1, 12..30)).await.unwrap();
+        // Term 2 overwrites 5..25: the tail of one chunk and the head of the next.
+        store.blocking_append(entries(2, 5..25)).await.unwrap();
+        let check = |store: &LogStore| {
+            let got = store.read(1, 30).unwrap();
+            assert_eq!(got.len(), 29);
+            for e in &got {
+                let want = if (5..25).contains(&e.log_id.index) {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(e.log_id.leader_id.term, want, "entry {}", e.log_id.index);
+            }
+        };
+        check(&store);
+        assert_eq!(store.stored_entries().unwrap(), 29);
+        drop(store);
+        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        check(&store);
+        // Truncating inside a chunk keeps its head.
+        let at = store.read(7, 8).unwrap()[0].log_id;
+        store.truncate(at).await.unwrap();
+        assert_eq!(store.read(1, 30).unwrap().len(), 6);
+        assert_eq!(store.last_log_id().unwrap().index, 6);
+    });
 }

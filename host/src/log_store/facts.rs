@@ -19,8 +19,9 @@ pub struct LogStats {
     pub purged: Option<u64>,
     /// Entries in the log.
     pub entries: u64,
-    /// Bytes of entry records stored (including entries below the purge
-    /// point whose background deletion has not reached them yet).
+    /// Bytes stored for entries, including entries below the purge point
+    /// that background deletion has not reached yet, and those that share a
+    /// stored chunk with the first entry kept.
     pub bytes: u64,
     /// Smoothed append rate, entries per second.
     pub append_rate: f64,
@@ -81,6 +82,8 @@ pub(crate) struct Counters {
     /// `u64::MAX` when nothing was committed.
     pub(crate) committed: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    /// Whether entries below the purge point are still being deleted.
+    pub(crate) purging: std::sync::atomic::AtomicBool,
     pub(crate) rates: Mutex<Ewma>,
 }
 
@@ -94,6 +97,7 @@ impl Counters {
             purged: AtomicU64::new(NONE),
             committed: AtomicU64::new(NONE),
             bytes: AtomicU64::new(0),
+            purging: std::sync::atomic::AtomicBool::new(false),
             rates: Mutex::new(Ewma::new(10.0)),
         }
     }
