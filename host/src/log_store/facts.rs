@@ -19,9 +19,8 @@ pub struct LogStats {
     pub purged: Option<u64>,
     /// Entries in the log.
     pub entries: u64,
-    /// Bytes stored for entries, including entries below the purge point
-    /// that background deletion has not reached yet, and those that share a
-    /// stored chunk with the first entry kept.
+    /// Bytes of entry records stored (including entries below the purge
+    /// point whose background deletion has not reached them yet).
     pub bytes: u64,
     /// Smoothed append rate, entries per second.
     pub append_rate: f64,

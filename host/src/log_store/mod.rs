@@ -17,7 +17,6 @@
 //!   (reads never return them, and a restart resumes the deletion), so a crash
 //!   never leaves a stale purge point or a hole above it.
 
-mod chunk;
 mod facts;
 mod format;
 mod writer;
@@ -32,7 +31,7 @@ use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogReader, StorageIOError};
-use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 use serde::de::DeserializeOwned;
 
 pub use facts::LogStats;
@@ -241,12 +240,8 @@ impl LogStore {
                 .map_err(|e| dbe(e.into()))?
                 .map(|(k, _)| k.value());
             if let Some((k, v)) = entries.last().map_err(|e| dbe(e.into()))? {
-                let records = chunk::records(v.value())
-                    .map_err(|source| corrupt_chunk(&path, k.value(), source))?;
-                if let Some(r) = records.last() {
-                    let index = k.value() + records.len() as u64 - 1;
-                    state.last = Some(decode_entry(&path, index, r)?.log_id);
-                }
+                let e = decode_entry(&path, k.value(), v.value())?;
+                state.last = Some(e.log_id);
             }
             (first, bytes.unwrap_or(0))
         };
@@ -382,31 +377,9 @@ impl LogStore {
         let txn = self.shared.db.begin_read().map_err(|e| dbe(e.into()))?;
         let table = txn.open_table(ENTRIES).map_err(|e| dbe(e.into()))?;
         let mut out: std::collections::BTreeMap<u64, Entry> = std::collections::BTreeMap::new();
-        let mut take = |k: u64, v: &[u8]| -> Result<(), LogStoreError> {
-            let records = chunk::records(v).map_err(|source| corrupt_chunk(path, k, source))?;
-            for (i, r) in records.iter().enumerate() {
-                let index = k + i as u64;
-                if (start..end).contains(&index) {
-                    out.insert(index, decode_entry(path, index, r)?);
-                }
-            }
-            Ok(())
-        };
-        // The chunk that holds `start`, then the chunks that begin after it.
-        if let Some(item) = table
-            .range(..=start)
-            .map_err(|e| dbe(e.into()))?
-            .next_back()
-        {
+        for item in table.range(start..end).map_err(|e| dbe(e.into()))? {
             let (k, v) = item.map_err(|e| dbe(e.into()))?;
-            take(k.value(), v.value())?;
-        }
-        for item in table
-            .range(start.saturating_add(1)..end)
-            .map_err(|e| dbe(e.into()))?
-        {
-            let (k, v) = item.map_err(|e| dbe(e.into()))?;
-            take(k.value(), v.value())?;
+            out.insert(k.value(), decode_entry(path, k.value(), v.value())?);
         }
         for (k, v) in pending {
             out.insert(k, decode_entry(path, k, &v)?);
@@ -421,20 +394,11 @@ impl LogStore {
 
     /// Entries physically present in the file (including ones below the purge
     /// point that background deletion has not reached yet).
-    ///
-    /// This reads every chunk header: a diagnostic, not a log fact.
     pub fn stored_entries(&self) -> Result<u64, LogStoreError> {
-        let path = &self.shared.path;
-        let dbe = db_err(path);
+        let dbe = db_err(&self.shared.path);
         let txn = self.shared.db.begin_read().map_err(|e| dbe(e.into()))?;
         let table = txn.open_table(ENTRIES).map_err(|e| dbe(e.into()))?;
-        let mut n = 0;
-        for item in table.iter().map_err(|e| dbe(e.into()))? {
-            let (k, v) = item.map_err(|e| dbe(e.into()))?;
-            n +=
-                chunk::count(v.value()).map_err(|source| corrupt_chunk(path, k.value(), source))?;
-        }
-        Ok(n)
+        table.len().map_err(|e| dbe(e.into()))
     }
 
     /// Whether entries below the purge point are still being deleted in the
@@ -470,14 +434,6 @@ fn decode_meta<T: DeserializeOwned>(
             what: format!("the `{key}` record"),
             source,
         }),
-    }
-}
-
-fn corrupt_chunk(path: &Path, key: u64, source: RecordError) -> LogStoreError {
-    LogStoreError::Corrupt {
-        path: path.to_path_buf(),
-        what: format!("the chunk of entries from {key}"),
-        source,
     }
 }
 

@@ -15,7 +15,6 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::chunk;
 use super::facts::Counters;
 use super::format::{self, ENTRIES, KEY_PURGED, META};
 
@@ -122,6 +121,7 @@ impl Writer {
         self.counters
             .purging
             .store(self.purge_target.is_some(), Ordering::Release);
+        let result = result.map_err(|e| e.to_string());
         if result.is_ok() {
             // The entries are in the database now: readers find them there.
             let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
@@ -141,51 +141,44 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, ops: Vec<Op>, done: &mut Done) -> Result<(), String> {
-        let mut txn = self.db.begin_write().map_err(text)?;
+    fn apply(&mut self, ops: Vec<Op>, done: &mut Done) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(if self.durable {
             Durability::Immediate
         } else {
             Durability::None
         })
-        .map_err(text)?;
+        .map_err(|e| redb::Error::Corrupted(format!("setting durability: {e}")))?;
         let mut bytes_added: i64 = 0;
         let total;
         {
-            let mut entries = txn.open_table(ENTRIES).map_err(text)?;
-            let mut meta = txn.open_table(META).map_err(text)?;
+            let mut entries = txn.open_table(ENTRIES)?;
+            let mut meta = txn.open_table(META)?;
             for op in ops {
                 match op {
                     Op::Append {
                         entries: list,
                         done: cb,
                     } => {
-                        // One chunk per run of consecutive indexes.
-                        let mut at = 0;
-                        while at < list.len() {
-                            let mut end = at + 1;
-                            while end < list.len() && list[end].0 == list[end - 1].0 + 1 {
-                                end += 1;
+                        for (index, record) in &list {
+                            if let Some(old) = entries.insert(*index, record.as_slice())? {
+                                bytes_added -= old.value().len() as i64;
                             }
-                            let first = list[at].0;
-                            let run: Vec<&[u8]> =
-                                list[at..end].iter().map(|(_, r)| r.as_slice()).collect();
-                            bytes_added +=
-                                remove_range(&mut entries, first, first + run.len() as u64)?;
-                            let value = chunk::encode(&run);
-                            bytes_added += value.len() as i64;
-                            entries.insert(first, value.as_slice()).map_err(text)?;
-                            at = end;
+                            bytes_added += record.len() as i64;
                         }
                         done.appended.extend(list);
                         done.callbacks.push(cb);
                     }
                     Op::Meta { key, record, reply } => {
-                        meta.insert(key, record.as_slice()).map_err(text)?;
+                        meta.insert(key, record.as_slice())?;
                         done.replies.extend(reply);
                     }
                     Op::Truncate { index, reply } => {
-                        bytes_added += remove_range(&mut entries, index, u64::MAX)?;
+                        let removed = entries.extract_from_if(index.., |_, _| true)?;
+                        for item in removed {
+                            let (_, v) = item?;
+                            bytes_added -= v.value().len() as i64;
+                        }
                         done.replies.push(reply);
                     }
                     Op::Purge {
@@ -193,7 +186,7 @@ impl Writer {
                         record,
                         reply,
                     } => {
-                        meta.insert(KEY_PURGED, record.as_slice()).map_err(text)?;
+                        meta.insert(KEY_PURGED, record.as_slice())?;
                         self.purge_target = Some(self.purge_target.map_or(index, |t| t.max(index)));
                         done.replies.push(reply);
                     }
@@ -201,84 +194,30 @@ impl Writer {
                 }
             }
             if let Some(target) = self.purge_target {
-                // Delete whole chunks at or below the purge point, a bounded
-                // number of entries per commit. A chunk that straddles the
-                // point stays; reads never return its purged entries.
-                let mut deleted = 0;
-                loop {
-                    let first = entries
-                        .first()
-                        .map_err(text)?
-                        .map(|(k, v)| (k.value(), v.value().len(), chunk::count(v.value())));
-                    match first {
-                        Some((k, len, n)) => {
-                            let n = n.map_err(text)?;
-                            if n > 0 && k + n - 1 > target {
-                                self.purge_target = None;
-                                break;
-                            }
-                            entries.remove(k).map_err(text)?;
-                            bytes_added -= len as i64;
-                            deleted += n.max(1);
-                            if deleted >= PURGE_BATCH {
-                                break;
-                            }
+                let first = entries.first()?.map(|(k, _)| k.value());
+                match first {
+                    Some(first) if first <= target => {
+                        let end = target.min(first.saturating_add(PURGE_BATCH - 1));
+                        let removed = entries.extract_from_if(first..=end, |_, _| true)?;
+                        for item in removed {
+                            let (_, v) = item?;
+                            bytes_added -= v.value().len() as i64;
                         }
-                        None => {
+                        if end >= target {
                             self.purge_target = None;
-                            break;
                         }
                     }
+                    _ => self.purge_target = None,
                 }
             }
             let before = self.counters.bytes.load(Ordering::Acquire);
             total = before.saturating_add_signed(bytes_added);
             if bytes_added != 0 {
-                meta.insert(KEY_BYTES, format::encode(&Some(total)).as_slice())
-                    .map_err(text)?;
+                meta.insert(KEY_BYTES, format::encode(&Some(total)).as_slice())?;
             }
         }
-        txn.commit().map_err(text)?;
+        txn.commit()?;
         self.counters.bytes.store(total, Ordering::Release);
         Ok(())
     }
-}
-
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-/// Removes the entries with indexes in `lo..hi`, splitting the chunks that
-/// straddle either end. Returns the change in stored bytes.
-fn remove_range(table: &mut redb::Table<u64, &[u8]>, lo: u64, hi: u64) -> Result<i64, String> {
-    let mut doomed: Vec<(u64, Vec<u8>)> = Vec::new();
-    if let Some(item) = table.range(..lo).map_err(text)?.next_back() {
-        let (k, v) = item.map_err(text)?;
-        let n = chunk::count(v.value()).map_err(text)?;
-        if k.value() + n > lo {
-            doomed.push((k.value(), v.value().to_vec()));
-        }
-    }
-    for item in table.range(lo..hi).map_err(text)? {
-        let (k, v) = item.map_err(text)?;
-        doomed.push((k.value(), v.value().to_vec()));
-    }
-    let mut delta = 0i64;
-    for (k, value) in doomed {
-        table.remove(k).map_err(text)?;
-        delta -= value.len() as i64;
-        let records = chunk::records(&value).map_err(|e| format!("chunk at {k}: {e}"))?;
-        let n = records.len() as u64;
-        if k < lo {
-            let keep = chunk::encode(&records[..(lo - k) as usize]);
-            delta += keep.len() as i64;
-            table.insert(k, keep.as_slice()).map_err(text)?;
-        }
-        if hi != u64::MAX && k + n > hi {
-            let keep = chunk::encode(&records[(hi - k) as usize..]);
-            delta += keep.len() as i64;
-            table.insert(hi, keep.as_slice()).map_err(text)?;
-        }
-    }
-    Ok(delta)
 }
