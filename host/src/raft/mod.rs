@@ -34,25 +34,31 @@ pub enum Command {
     /// Sets `key` to `value`.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes `key`.
     Delete {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Removes every key in `start..end`.
     DeleteRange {
         /// First key removed.
+        #[serde(with = "serde_bytes")]
         start: Vec<u8>,
         /// First key kept.
+        #[serde(with = "serde_bytes")]
         end: Vec<u8>,
     },
     /// Removes every key that starts with `prefix`.
     DeletePrefix {
         /// The prefix.
+        #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
 }
