@@ -23,7 +23,7 @@ use super::format::{self, ENTRIES, KEY_PURGED, META};
 pub(crate) const KEY_BYTES: &str = "bytes";
 
 /// Entries deleted per transaction while purging.
-pub(crate) const PURGE_BATCH: u64 = 8_192;
+pub(crate) const PURGE_BATCH: u64 = 2_048;
 /// Most operations folded into one transaction.
 const MAX_OPS_PER_COMMIT: usize = 4_096;
 
