@@ -222,13 +222,12 @@ impl LogStore {
         let (first_key, bytes) = {
             let txn = db.begin_read().map_err(|e| dbe(e.into()))?;
             let meta = txn.open_table(META).map_err(|e| dbe(e.into()))?;
-            let get = |key: &str| -> Result<Option<Vec<u8>>, LogStoreError> {
+            let load = |key: &str| -> Result<Option<Vec<u8>>, LogStoreError> {
                 Ok(meta
                     .get(key)
                     .map_err(|e| dbe(e.into()))?
                     .map(|v| v.value().to_vec()))
             };
-            let load = |key: &'static str| -> Result<Option<Vec<u8>>, LogStoreError> { get(key) };
             state.vote = decode_meta(&path, KEY_VOTE, load(KEY_VOTE)?)?;
             state.committed = decode_meta(&path, KEY_COMMITTED, load(KEY_COMMITTED)?)?;
             state.purged = decode_meta(&path, KEY_PURGED, load(KEY_PURGED)?)?;
