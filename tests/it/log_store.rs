@@ -56,6 +56,18 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Waits for the background deletion of purged entries, failing after `limit`.
+async fn wait_for_purge(store: &LogStore, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while store.purge_in_progress() {
+        assert!(
+            Instant::now() < deadline,
+            "background purge did not finish within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Checks that the log in `dir` holds `floor..=last` with no hole.
 fn check_contiguous(store: &LogStore) -> (u64, u64) {
     let last = store.last_log_id().map_or(0, |l| l.index);
@@ -184,11 +196,7 @@ fn appends_flow_during_a_large_purge() {
         );
         assert!(store.read(1, 10).unwrap().is_empty());
         let worst = writes.await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while store.purge_in_progress() {
-            assert!(Instant::now() < deadline, "background purge did not finish");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_purge(&store, Duration::from_secs(60)).await;
         assert_eq!(store.stored_entries().unwrap(), 2_000);
         let stats = store.stats();
         assert_eq!(stats.first_index, N - 999);
@@ -236,11 +244,7 @@ fn log_facts_follow_appends_truncates_and_purges() {
             (41, 90, 50, Some(80))
         );
         assert_eq!(store.last_log_id().unwrap().index, 90);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.purge_in_progress() {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_purge(&store, Duration::from_secs(10)).await;
         // Bytes follow the deletions.
         store.flush().await.unwrap();
         let kept = store.stats().bytes;
