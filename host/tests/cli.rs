@@ -184,7 +184,7 @@ fn log_inspect_reports_the_store() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["entries"], 7);
     assert_eq!(v["last_log_id"]["index"], 10);
-    assert!(v["file_size"].as_u64().unwrap() > 0);
+    assert!(v["disk_bytes"].as_u64().unwrap() > 0);
 
     let o = ramrod(&["log", "inspect", "--data-dir", "no/such/dir"]);
     let (_, err) = text(&o);

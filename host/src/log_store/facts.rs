@@ -19,8 +19,10 @@ pub struct LogStats {
     pub purged: Option<u64>,
     /// Entries in the log.
     pub entries: u64,
-    /// Bytes of entry records stored (including entries below the purge
-    /// point whose background deletion has not reached them yet).
+    /// Bytes of encoded entries in the index (uncompressed; including
+    /// entries below the purge point whose background deletion has not
+    /// reached them yet). Updated by each index commit, which follows an
+    /// append's callback by one commit.
     pub bytes: u64,
     /// Smoothed append rate, entries per second.
     pub append_rate: f64,

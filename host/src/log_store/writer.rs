@@ -1,45 +1,58 @@
-//! The writer thread: the only place that writes the database.
+//! The writer thread: the only place that writes segments and the index.
 //!
-//! It takes every operation queued since its last commit, applies them in
-//! order in one write transaction, commits once (group commit), and only then
-//! reports completion: appends' callbacks fire after their entries are
-//! durable. A purge records the new purge point in the first transaction and
-//! deletes the entries below it in bounded batches, one batch per commit, so
-//! appends keep flowing while millions of entries go.
+//! It takes every operation queued since its last commit (group commit) and,
+//! in one redb write transaction, indexes the group's appended batches while
+//! it encodes them into one buffer. Then it writes the buffer to the active
+//! segment with one `fdatasync`, fires the appends' callbacks (their entries
+//! are durable: recovery finds them in the segment), and commits the index.
+//! The index commit is durable only when an operation needs it (vote,
+//! truncate, purge, flush, shutdown), every [`CHECKPOINT_BYTES`] of segment
+//! data, and after a second of idleness; recovery rescans the segments after
+//! the last durable commit's checkpoint.
+//!
+//! A purge records the new purge point durably, then deletes index rows below
+//! it in bounded batches (one batch per commit, so appends keep flowing) and
+//! deletes segment files whose entries are all purged.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::facts::Counters;
-use super::format::{self, ENTRIES, KEY_PURGED, META};
+use super::facts::{Counters, NONE};
+use super::format::{self, INDEX, KEY_BYTES, KEY_CHECKPOINT, KEY_PURGED, META, SEGMENTS};
+use super::index::{self, Files};
+use super::segment::{self, Batch};
 
-/// Meta key of the running total of entry bytes, saved with every commit so
-/// it never has to be recomputed by scanning.
-pub(crate) const KEY_BYTES: &str = "bytes";
-
-/// Entries deleted per transaction while purging.
-pub(crate) const PURGE_BATCH: u64 = 2_048;
-/// Most operations folded into one transaction.
+/// Index rows deleted per transaction while purging.
+pub(crate) const PURGE_BATCH: usize = 2_048;
+/// Most operations folded into one group commit.
 const MAX_OPS_PER_COMMIT: usize = 4_096;
+/// Segment bytes written between durable index commits (bounds the rescan
+/// after a crash).
+pub(crate) const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Idle time after which un-checkpointed index changes are made durable.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 pub(crate) type Reply = oneshot::Sender<Result<(), String>>;
 /// Runs once an append is durable (or failed).
 pub(crate) type Callback = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// Encoded entry records waiting to be durable, by index.
-pub(crate) type Pending = RwLock<BTreeMap<u64, Arc<Vec<u8>>>>;
+/// Batches not yet in the index, by first index, with how many of their
+/// entries are still in the log (a truncate may cut a batch).
+pub(crate) type Pending = RwLock<BTreeMap<u64, (Arc<Batch>, u32)>>;
 
 pub(crate) enum Op {
-    /// Entries (index, record); `done` runs once they are durable.
-    Append {
-        entries: Vec<(u64, Arc<Vec<u8>>)>,
-        done: Callback,
-    },
-    /// A framed record for a meta key.
+    /// An encoded batch; `done` runs once it is durable.
+    Append { batch: Arc<Batch>, done: Callback },
+    /// A framed record for a meta key; durable before `reply` is answered,
+    /// if there is one.
     Meta {
         key: &'static str,
         record: Vec<u8>,
@@ -57,19 +70,58 @@ pub(crate) enum Op {
     Shutdown,
 }
 
+/// A group's operation, after its bytes are written.
+enum Action {
+    /// Index an appended batch.
+    Index(Arc<Batch>, format::Row),
+    /// Anything else, applied in order.
+    Op(Op),
+}
+
+/// The segment being appended to.
+pub(crate) struct Active {
+    pub(crate) seq: u64,
+    pub(crate) file: File,
+    /// Where the next record goes.
+    pub(crate) pos: u64,
+    /// Pre-allocated size.
+    pub(crate) cap: u64,
+}
+
 pub(crate) struct Writer {
     pub(crate) db: Arc<Database>,
     pub(crate) rx: Receiver<Op>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) pending: Arc<Pending>,
+    pub(crate) files: Arc<Files>,
     pub(crate) durable: bool,
-    /// Highest index physically deleted (or about to be) by purging, and the
-    /// purge point still to reach.
+    pub(crate) segment_bytes: u64,
+    pub(crate) active: Active,
+    /// Segments before the active one: sequence -> highest index written.
+    pub(crate) segments: BTreeMap<u64, u64>,
+    /// Highest index written to the active segment, `NONE` if none.
+    pub(crate) active_last: u64,
+    /// Highest index in the index, `NONE` if it is empty.
+    pub(crate) last_indexed: u64,
+    /// The purge point still to reach by deleting rows and segments.
     pub(crate) purge_target: Option<u64>,
+    /// Segment bytes written since the last durable commit.
+    pub(crate) since_durable: u64,
+    /// Index changes not yet durable.
+    pub(crate) dirty: bool,
+    pub(crate) spare: Option<JoinHandle<io::Result<File>>>,
+    /// Threads deleting purged segment files.
+    pub(crate) janitors: Vec<JoinHandle<()>>,
+    /// Segments left during this group, with their last index, for the
+    /// segments table.
+    pub(crate) rolled: Vec<(u64, u64)>,
+    /// Set after an I/O failure: nothing is written any more.
+    pub(crate) failed: Option<String>,
 }
 
+#[derive(Default)]
 struct Done {
-    appended: Vec<(u64, Arc<Vec<u8>>)>,
+    appended: Vec<Arc<Batch>>,
     callbacks: Vec<Callback>,
     replies: Vec<Reply>,
 }
@@ -77,19 +129,26 @@ struct Done {
 impl Writer {
     pub(crate) fn run(mut self) {
         loop {
-            // Block for work unless a purge is still deleting.
             let first = if self.purge_target.is_some() {
+                // Keep deleting between groups.
                 match self.rx.try_recv() {
                     Ok(op) => Some(op),
                     Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => return self.finish_purge(),
+                    Err(TryRecvError::Disconnected) => return self.finish(),
+                }
+            } else if self.dirty {
+                match self.rx.recv_timeout(IDLE_CHECKPOINT) {
+                    Ok(op) => Some(op),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return self.finish(),
                 }
             } else {
                 match self.rx.recv() {
                     Ok(op) => Some(op),
-                    Err(_) => return,
+                    Err(_) => return self.finish(),
                 }
             };
+            let idle = first.is_none() && self.purge_target.is_none();
             let mut ops: Vec<Op> = first.into_iter().collect();
             while ops.len() < MAX_OPS_PER_COMMIT {
                 match self.rx.try_recv() {
@@ -98,40 +157,61 @@ impl Writer {
                 }
             }
             let shutdown = ops.iter().any(|o| matches!(o, Op::Shutdown));
-            self.commit(ops);
+            self.commit(ops, idle);
             if shutdown {
-                return;
+                return self.finish();
             }
         }
     }
 
-    fn finish_purge(mut self) {
-        while self.purge_target.is_some() {
-            self.commit(Vec::new());
+    /// Finishes a pending purge and leaves a durable checkpoint.
+    fn finish(mut self) {
+        while self.purge_target.is_some() && self.failed.is_none() {
+            self.commit(Vec::new(), false);
+        }
+        if self.dirty && self.failed.is_none() {
+            self.commit(Vec::new(), true);
+        }
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
+        }
+        for janitor in self.janitors.drain(..) {
+            let _ = janitor.join();
         }
     }
 
-    fn commit(&mut self, ops: Vec<Op>) {
-        let mut done = Done {
-            appended: Vec::new(),
-            callbacks: Vec::new(),
-            replies: Vec::new(),
+    fn commit(&mut self, ops: Vec<Op>, force_durable: bool) {
+        let mut done = Done::default();
+        let result = match &self.failed {
+            Some(f) => {
+                for op in ops {
+                    collect_waiters(op, &mut done);
+                }
+                Err(f.clone())
+            }
+            None => self.apply(ops, force_durable, &mut done),
         };
-        let result = self.apply(ops, &mut done);
         self.counters
             .purging
             .store(self.purge_target.is_some(), Ordering::Release);
-        let result = result.map_err(|e| e.to_string());
-        if result.is_ok() {
-            // The entries are in the database now: readers find them there.
-            let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
-            for (index, record) in &done.appended {
-                if pending.get(index).is_some_and(|r| Arc::ptr_eq(r, record)) {
-                    pending.remove(index);
+        match &result {
+            Ok(()) => {
+                // The entries are in the index now: readers find them there.
+                let mut pending = self.pending.write().unwrap_or_else(|e| e.into_inner());
+                for batch in &done.appended {
+                    let first = batch.first_index();
+                    if pending
+                        .get(&first)
+                        .is_some_and(|(b, _)| Arc::ptr_eq(b, batch))
+                    {
+                        pending.remove(&first);
+                    }
                 }
             }
-        } else if let Err(e) = &result {
-            tracing::error!(error = %e, "log store write failed");
+            Err(e) => {
+                tracing::error!(error = %e, "log store write failed; the store stops writing");
+                self.failed.get_or_insert_with(|| e.clone());
+            }
         }
         for cb in done.callbacks {
             cb(result.clone());
@@ -139,85 +219,335 @@ impl Writer {
         for r in done.replies {
             let _ = r.send(result.clone());
         }
+        if self.failed.is_none() && self.spare.is_none() {
+            let (dir, seq, size) = (
+                self.files.dir().to_path_buf(),
+                self.active.seq + 1,
+                self.segment_bytes,
+            );
+            self.spare = Some(std::thread::spawn(move || segment::create(&dir, seq, size)));
+        }
     }
 
-    fn apply(&mut self, ops: Vec<Op>, done: &mut Done) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if self.durable {
+    fn apply(&mut self, ops: Vec<Op>, force_durable: bool, done: &mut Done) -> Result<(), String> {
+        fn err(what: &str) -> impl Fn(redb::Error) -> String + '_ {
+            move |e| format!("{what}: {e}")
+        }
+        // Phase 1, no database work: encode the group's batches into one
+        // buffer, write it, sync it, and tell the appenders.
+        let mut need_durable = force_durable;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut group_start = self.active.pos;
+        let mut actions = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Op::Append { batch, done: cb } = op else {
+                actions.push(Action::Op(op));
+                continue;
+            };
+            let size = batch.stored_len() as u64;
+            if self.active.pos + buf.len() as u64 + size > self.active.cap {
+                self.write_out(&mut buf)?;
+                self.roll(size)?;
+                group_start = 0;
+            }
+            let offset = self.active.pos + buf.len() as u64;
+            segment::put(
+                &mut buf,
+                &batch,
+                u32::try_from(group_start).map_err(|e| e.to_string())?,
+            );
+            let last = batch.first_index() + batch.count() as u64 - 1;
+            if self.active_last == NONE || self.active_last < last {
+                self.active_last = last;
+            }
+            let row = format::Row {
+                segment: self.active.seq,
+                offset,
+                len: u32::try_from(size).map_err(|_| "batch over 4 GiB".to_string())?,
+                skip: 0,
+                count: batch.count() as u32,
+                bytes: u32::try_from(batch.entry_bytes())
+                    .map_err(|_| "batch over 4 GiB".to_string())?,
+            };
+            actions.push(Action::Index(batch, row));
+            done.callbacks.push(cb);
+        }
+        self.since_durable += buf.len() as u64;
+        self.write_out(&mut buf)?;
+        for cb in done.callbacks.drain(..) {
+            cb(Ok(()));
+        }
+
+        // Phase 2: the index, in operation order, in one transaction.
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| err("starting a transaction")(e.into()))?;
+        let mut bytes_delta: i64 = 0;
+        let mut doomed: Vec<u64> = Vec::new();
+        {
+            let mut table = txn.open_table(INDEX).map_err(|e| err("index")(e.into()))?;
+            let mut meta = txn.open_table(META).map_err(|e| err("meta")(e.into()))?;
+            for action in actions {
+                match action {
+                    Action::Index(batch, row) => {
+                        let first = batch.first_index();
+                        if self.last_indexed != NONE && first <= self.last_indexed {
+                            let removed = self.remove_from(&mut table, first)?;
+                            bytes_delta -= removed as i64;
+                        }
+                        table
+                            .insert(first, row)
+                            .map_err(|e| err("indexing")(e.into()))?;
+                        bytes_delta += i64::from(row.bytes);
+                        self.last_indexed = row.last(first);
+                        done.appended.push(batch);
+                    }
+                    Action::Op(Op::Meta { key, record, reply }) => {
+                        meta.insert(key, record.as_slice())
+                            .map_err(|e| err(key)(e.into()))?;
+                        need_durable |= reply.is_some();
+                        done.replies.extend(reply);
+                    }
+                    Action::Op(Op::Truncate { index, reply }) => {
+                        let removed = self.remove_from(&mut table, index)?;
+                        bytes_delta -= removed as i64;
+                        self.last_indexed = last_key(&table)?;
+                        need_durable = true;
+                        done.replies.push(reply);
+                    }
+                    Action::Op(Op::Purge {
+                        index,
+                        record,
+                        reply,
+                    }) => {
+                        meta.insert(KEY_PURGED, record.as_slice())
+                            .map_err(|e| err("purge point")(e.into()))?;
+                        self.purge_target = Some(self.purge_target.map_or(index, |t| t.max(index)));
+                        need_durable = true;
+                        done.replies.push(reply);
+                    }
+                    Action::Op(Op::Shutdown) => need_durable = true,
+                    Action::Op(Op::Append { .. }) => unreachable!("appends become Index actions"),
+                }
+            }
+            if let Some(target) = self.purge_target {
+                bytes_delta -= self.purge_step(&mut table, target, &mut doomed)? as i64;
+            }
+            let total = self
+                .counters
+                .bytes
+                .load(Ordering::Acquire)
+                .saturating_add_signed(bytes_delta);
+            if bytes_delta != 0 {
+                meta.insert(KEY_BYTES, format::encode(&Some(total)).as_slice())
+                    .map_err(|e| err("byte total")(e.into()))?;
+            }
+            self.counters.bytes.store(total, Ordering::Release);
+            meta.insert(
+                KEY_CHECKPOINT,
+                format::encode(&Some((self.active.seq, self.active.pos))).as_slice(),
+            )
+            .map_err(|e| err("checkpoint")(e.into()))?;
+            let mut segs = txn
+                .open_table(SEGMENTS)
+                .map_err(|e| err("segments")(e.into()))?;
+            for (seq, last) in self.rolled.drain(..) {
+                segs.insert(seq, last)
+                    .map_err(|e| err("segments")(e.into()))?;
+            }
+            segs.insert(self.active.seq, self.active_last)
+                .map_err(|e| err("segments")(e.into()))?;
+            for seq in &doomed {
+                segs.remove(seq).map_err(|e| err("segments")(e.into()))?;
+            }
+        }
+        need_durable |= self.since_durable >= CHECKPOINT_BYTES;
+        let durable = need_durable && (self.durable || force_durable);
+        txn.set_durability(if durable {
             Durability::Immediate
         } else {
             Durability::None
         })
-        .map_err(|e| redb::Error::Corrupted(format!("setting durability: {e}")))?;
-        let mut bytes_added: i64 = 0;
-        let total;
-        {
-            let mut entries = txn.open_table(ENTRIES)?;
-            let mut meta = txn.open_table(META)?;
-            for op in ops {
-                match op {
-                    Op::Append {
-                        entries: list,
-                        done: cb,
-                    } => {
-                        for (index, record) in &list {
-                            if let Some(old) = entries.insert(*index, record.as_slice())? {
-                                bytes_added -= old.value().len() as i64;
-                            }
-                            bytes_added += record.len() as i64;
-                        }
-                        done.appended.extend(list);
-                        done.callbacks.push(cb);
-                    }
-                    Op::Meta { key, record, reply } => {
-                        meta.insert(key, record.as_slice())?;
-                        done.replies.extend(reply);
-                    }
-                    Op::Truncate { index, reply } => {
-                        let removed = entries.extract_from_if(index.., |_, _| true)?;
-                        for item in removed {
-                            let (_, v) = item?;
-                            bytes_added -= v.value().len() as i64;
-                        }
-                        done.replies.push(reply);
-                    }
-                    Op::Purge {
-                        index,
-                        record,
-                        reply,
-                    } => {
-                        meta.insert(KEY_PURGED, record.as_slice())?;
-                        self.purge_target = Some(self.purge_target.map_or(index, |t| t.max(index)));
-                        done.replies.push(reply);
-                    }
-                    Op::Shutdown => {}
-                }
-            }
-            if let Some(target) = self.purge_target {
-                let first = entries.first()?.map(|(k, _)| k.value());
-                match first {
-                    Some(first) if first <= target => {
-                        let end = target.min(first.saturating_add(PURGE_BATCH - 1));
-                        let removed = entries.extract_from_if(first..=end, |_, _| true)?;
-                        for item in removed {
-                            let (_, v) = item?;
-                            bytes_added -= v.value().len() as i64;
-                        }
-                        if end >= target {
-                            self.purge_target = None;
-                        }
-                    }
-                    _ => self.purge_target = None,
-                }
-            }
-            let before = self.counters.bytes.load(Ordering::Acquire);
-            total = before.saturating_add_signed(bytes_added);
-            if bytes_added != 0 {
-                meta.insert(KEY_BYTES, format::encode(&Some(total)).as_slice())?;
-            }
+        .map_err(|e| format!("setting durability: {e}"))?;
+        txn.commit().map_err(|e| err("commit")(e.into()))?;
+        if durable {
+            self.since_durable = 0;
+            self.dirty = false;
+        } else {
+            self.dirty = true;
         }
-        txn.commit()?;
-        self.counters.bytes.store(total, Ordering::Release);
+        if !doomed.is_empty() {
+            // Unlinking big files takes milliseconds: not on the append path.
+            // A crash before it is done leaves orphans, which open() removes.
+            for seq in &doomed {
+                self.segments.remove(seq);
+                self.files.evict(*seq);
+            }
+            let paths: Vec<_> = doomed.iter().map(|&s| self.files.path(s)).collect();
+            self.janitors.retain(|h| !h.is_finished());
+            self.janitors.push(std::thread::spawn(move || {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(
+                            segment = %path.display(), error = %e, "deleting a purged segment"
+                        ),
+                    }
+                }
+            }));
+        }
         Ok(())
     }
+
+    /// Reads a record of a written segment.
+    fn read_record(&self, seq: u64, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+        self.files
+            .read_at(seq, offset, len)
+            .map_err(|e| format!("reading {}: {e}", self.files.path(seq).display()))
+    }
+
+    /// Removes entries from `index` on.
+    fn remove_from(
+        &self,
+        table: &mut redb::Table<'_, u64, format::Row>,
+        index: u64,
+    ) -> Result<u64, String> {
+        index::remove_from(table, index, &|s, o, l| self.read_record(s, o, l))
+    }
+
+    /// Deletes up to [`PURGE_BATCH`] index rows at or below `target` (the
+    /// head of a row straddling it is trimmed) and picks the segments that no
+    /// longer hold a live entry. Returns the entry bytes removed.
+    fn purge_step(
+        &mut self,
+        table: &mut redb::Table<'_, u64, format::Row>,
+        target: u64,
+        doomed: &mut Vec<u64>,
+    ) -> Result<u64, String> {
+        let e = |e: redb::StorageError| format!("purging: {e}");
+        let mut rows = Vec::new();
+        let mut straddling = None;
+        let mut more = false;
+        for item in table.range(..=target).map_err(e)? {
+            let (k, v) = item.map_err(e)?;
+            let (key, row) = (k.value(), v.value());
+            if rows.len() == PURGE_BATCH {
+                more = true;
+                break;
+            }
+            if row.last(key) > target {
+                straddling = Some((key, row));
+                break;
+            }
+            rows.push((key, row.bytes));
+        }
+        let mut removed = 0;
+        for (key, bytes) in rows {
+            table.remove(key).map_err(e)?;
+            removed += u64::from(bytes);
+        }
+        if let Some((key, row)) = straddling {
+            removed += index::trim_head(table, key, row, target + 1, &|s, o, l| {
+                self.read_record(s, o, l)
+            })?;
+        }
+        let first_live = table.first().map_err(e)?.map_or(NONE, |(k, _)| k.value());
+        for (&seq, &last) in &self.segments {
+            if seq < self.active.seq && (last == NONE || (last <= target && last < first_live)) {
+                doomed.push(seq);
+            }
+        }
+        if !more {
+            self.purge_target = None;
+        }
+        Ok(removed)
+    }
+
+    /// Writes `buf` at the end of the active segment and makes it durable.
+    fn write_out(&mut self, buf: &mut Vec<u8>) -> Result<(), String> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let path = || self.files.path(self.active.seq).display().to_string();
+        write_all_at(&self.active.file, buf, self.active.pos)
+            .map_err(|e| format!("writing {}: {e}", path()))?;
+        if self.durable {
+            self.active
+                .file
+                .sync_data()
+                .map_err(|e| format!("syncing {}: {e}", path()))?;
+        }
+        self.active.pos += buf.len() as u64;
+        buf.clear();
+        Ok(())
+    }
+
+    /// Moves to the next segment, big enough for a record of `size` bytes.
+    fn roll(&mut self, size: u64) -> Result<(), String> {
+        let seq = self.active.seq + 1;
+        let cap = self.segment_bytes.max(size);
+        let path = self.files.path(seq);
+        let spare = self.spare.take().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("segment creator panicked")))
+        });
+        let file = match spare {
+            Some(Ok(file)) => file,
+            _ => {
+                let _ = std::fs::remove_file(&path);
+                segment::create(self.files.dir(), seq, cap)
+                    .map_err(|e| format!("creating {}: {e}", path.display()))?
+            }
+        };
+        if cap > self.segment_bytes {
+            segment::grow(&file, cap).map_err(|e| format!("growing {}: {e}", path.display()))?;
+        }
+        let old = std::mem::replace(
+            &mut self.active,
+            Active {
+                seq,
+                file,
+                pos: 0,
+                cap,
+            },
+        );
+        self.segments.insert(old.seq, self.active_last);
+        self.rolled.push((old.seq, self.active_last));
+        self.active_last = NONE;
+        Ok(())
+    }
+}
+
+fn collect_waiters(op: Op, done: &mut Done) {
+    match op {
+        Op::Append { done: cb, .. } => done.callbacks.push(cb),
+        Op::Meta { reply, .. } => done.replies.extend(reply),
+        Op::Truncate { reply, .. } | Op::Purge { reply, .. } => done.replies.push(reply),
+        Op::Shutdown => {}
+    }
+}
+
+fn last_key(table: &redb::Table<'_, u64, format::Row>) -> Result<u64, String> {
+    Ok(table
+        .last()
+        .map_err(|e| format!("index: {e}"))?
+        .map_or(NONE, |(k, v)| v.value().last(k.value())))
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = file.seek_write(buf, offset)?;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }

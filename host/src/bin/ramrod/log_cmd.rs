@@ -43,7 +43,7 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
                     "entries": stats.entries,
                     "stored_entries": stored,
                     "bytes": stats.bytes,
-                    "file_size": file_size,
+                    "disk_bytes": file_size,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -61,7 +61,7 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
                     stats.entries, stored
                 );
                 println!("entry bytes   {}", stats.bytes);
-                println!("file size     {file_size}");
+                println!("disk bytes    {file_size} (index database + segment files)");
             }
             Ok(ExitCode::SUCCESS)
         }
