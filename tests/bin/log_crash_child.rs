@@ -8,13 +8,31 @@ use std::io::Write;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, EntryPayload};
-use ramrod::log_store::{Durability, LogStore};
+use ramrod::log_store::{LogOptions, LogStore};
 use ramrod::raft::{Entry, LogId, Request, Vote};
+
+/// 200 incompressible bytes derived from `i`, so segments fill up.
+fn noise(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..200)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let dir = std::env::args().nth(1).expect("usage: log-crash-child DIR");
-    let mut store = LogStore::open(std::path::Path::new(&dir), Durability::Durable).expect("open");
+    // Small segments, so that kills also land around segment changes.
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        ..LogOptions::default()
+    };
+    let mut store = LogStore::open_with(std::path::Path::new(&dir), options).expect("open");
     let mut out = std::io::stdout().lock();
     let term = store.vote().map_or(1, |v| v.leader_id.term + 1);
     store
@@ -34,10 +52,7 @@ async fn main() {
         let entries: Vec<Entry> = (next..next + n)
             .map(|i| Entry {
                 log_id: LogId::new(CommittedLeaderId::new(term, 1), i),
-                payload: EntryPayload::Normal(Request::put(
-                    format!("key-{i}"),
-                    vec![(i % 251) as u8; 200],
-                )),
+                payload: EntryPayload::Normal(Request::put(format!("key-{i}"), noise(i))),
             })
             .collect();
         store.blocking_append(entries).await.expect("append");
