@@ -18,4 +18,5 @@ pub use ramrod_policy_sdk as sdk;
 pub mod log_store;
 pub mod raft;
 pub mod record;
+pub mod snapshot;
 pub mod state_machine;

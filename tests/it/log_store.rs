@@ -4,22 +4,42 @@
 use openraft::testing::{StoreBuilder, Suite};
 use ramrod::log_store::{Durability, LogStore};
 use ramrod::raft::{StorageError, TypeConfig};
-use ramrod::state_machine::MemStateMachine;
+use ramrod::snapshot::SnapshotConfig;
+use ramrod::state_machine::{KvStateMachine, open_in_dir};
 
-struct Builder;
+/// Builds a log store and the real KV state machine per Suite case. All
+/// state machines share one snapshot store (as nodes sharing an object
+/// store do), each under its own group, so a snapshot built by one can be
+/// installed by another.
+struct Builder {
+    snapshots: tempfile::TempDir,
+    next: std::sync::atomic::AtomicU64,
+}
 
-impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, MemStateMachine), StorageError> {
+impl StoreBuilder<TypeConfig, LogStore, KvStateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, KvStateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = LogStore::open(dir.path(), Durability::Durable).expect("open log store");
-        Ok((dir, store, MemStateMachine::new()))
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (sm, _) = open_in_dir(
+            self.snapshots.path(),
+            &format!("node-{n}"),
+            SnapshotConfig::default(),
+        )
+        .await
+        .expect("open state machine");
+        Ok((dir, store, sm))
     }
 }
 
 /// openraft's own storage test suite, against our log store and state machine.
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(Builder).unwrap();
+    Suite::test_all(Builder {
+        snapshots: tempfile::tempdir().unwrap(),
+        next: Default::default(),
+    })
+    .unwrap();
 }
 
 use std::io::BufRead;
