@@ -2,4 +2,5 @@
 
 mod log_store;
 mod policy;
+mod snapshot;
 mod support;

@@ -204,6 +204,10 @@ pub struct Snapshots {
     config: SnapshotConfig,
     /// Segments a write in progress will reference: never collected.
     pins: Mutex<HashMap<String, usize>>,
+    /// Held by a collection for its whole sweep, and by a writer to unpin:
+    /// a manifest published during a sweep keeps its segments pinned until
+    /// the sweep (which may have listed manifests before it) is over.
+    sweep: tokio::sync::Mutex<()>,
     seq: AtomicU64,
 }
 
@@ -257,6 +261,7 @@ impl Snapshots {
             group: group.to_string(),
             config,
             pins: Mutex::default(),
+            sweep: tokio::sync::Mutex::new(()),
             seq: AtomicU64::new(0),
         }
     }
@@ -393,6 +398,7 @@ impl Snapshots {
         self.store
             .put_manifest(&name, Bytes::from(manifest.encode()))
             .await?;
+        let _sweep = self.sweep.lock().await;
         drop(pins);
         Ok(manifest)
     }
@@ -519,6 +525,7 @@ impl Snapshots {
     /// # Errors
     /// If the store fails; what was deleted before stays deleted.
     pub async fn retain(&self, keep: usize) -> Result<GcReport, SnapshotError> {
+        let _sweep = self.sweep.lock().await;
         let mut report = GcReport::default();
         for name in self.names().await?.into_iter().skip(keep.max(1)) {
             self.store.delete_manifest(&name).await?;

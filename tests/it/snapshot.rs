@@ -1,0 +1,599 @@
+//! Incremental snapshots: accuracy (property-based), every kind of damage on
+//! both stores, kill -9 while writing, garbage collection, and applying
+//! while a snapshot is written.
+//!
+//! The S3 cases run against the server in `RAMROD_S3_ENDPOINT` (bucket
+//! `RAMROD_S3_BUCKET`, credentials in the AWS variables); `scripts/test.sh`
+//! starts SeaweedFS and sets them, and sets `RAMROD_REQUIRE_S3=1` so that a
+//! missing server fails the run instead of skipping.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload};
+use proptest::prelude::*;
+use ramrod::raft::{Command, Entry, LogId, Request};
+use ramrod::snapshot::{
+    DirStore, Manifest, S3Config, S3Store, SnapshotConfig, SnapshotKind, SnapshotStore, Snapshots,
+};
+use ramrod::state_machine::KvStateMachine;
+
+use crate::support::Rng;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Small segments and blocks, so a few hundred keys span many of each;
+/// everything retained; no grace period.
+fn small() -> SnapshotConfig {
+    SnapshotConfig {
+        segment_bytes: 2_048,
+        block_bytes: 512,
+        retain: 1_000,
+        max_chain: 1_000,
+        gc_grace: Duration::ZERO,
+    }
+}
+
+/// A store under test, with what keeps it alive.
+struct TestStore {
+    label: &'static str,
+    store: Arc<dyn SnapshotStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn dir_store() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    TestStore {
+        label: "dir",
+        store: Arc::new(DirStore::open(dir.path()).unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh prefix in the S3 test bucket, if a server is configured.
+fn s3_store() -> Option<TestStore> {
+    let Ok(endpoint) = std::env::var("RAMROD_S3_ENDPOINT") else {
+        assert!(
+            std::env::var("RAMROD_REQUIRE_S3").is_err(),
+            "RAMROD_REQUIRE_S3 is set but RAMROD_S3_ENDPOINT is not"
+        );
+        eprintln!("S3 cases skipped: RAMROD_S3_ENDPOINT is not set");
+        return None;
+    };
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = format!(
+        "test-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let cfg = S3Config {
+        endpoint: Some(endpoint),
+        bucket: std::env::var("RAMROD_S3_BUCKET").unwrap_or_else(|_| "ramrod".into()),
+        prefix,
+        ..S3Config::default()
+    };
+    Some(TestStore {
+        label: "s3",
+        store: Arc::new(S3Store::new(&cfg).unwrap()),
+        _dir: None,
+    })
+}
+
+fn all_stores() -> Vec<TestStore> {
+    std::iter::once(dir_store()).chain(s3_store()).collect()
+}
+
+async fn open(store: &Arc<dyn SnapshotStore>, group: &str, cfg: SnapshotConfig) -> KvStateMachine {
+    let snaps = Arc::new(Snapshots::new(store.clone(), group, cfg));
+    KvStateMachine::open(snaps).await.unwrap().0
+}
+
+/// Applies `commands` as the entry at `index` and mirrors them in `model`.
+async fn apply(sm: &mut KvStateMachine, model: &mut Model, index: u64, commands: Vec<Command>) {
+    for c in &commands {
+        match c {
+            Command::Put { key, value } => {
+                model.insert(key.clone(), value.clone());
+            }
+            Command::Delete { key } => {
+                model.remove(key);
+            }
+            Command::DeleteRange { start, end } => {
+                if start < end {
+                    let doomed: Vec<_> = model
+                        .range(start.clone()..end.clone())
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in doomed {
+                        model.remove(&k);
+                    }
+                }
+            }
+            Command::DeletePrefix { prefix } => model.retain(|k, _| !k.starts_with(prefix)),
+        }
+    }
+    let e = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request { commands }),
+    };
+    sm.apply([e]).await.unwrap();
+}
+
+fn key(rng: &mut Rng) -> Vec<u8> {
+    format!("k/{}/{}", rng.below(4), rng.below(64)).into_bytes()
+}
+
+fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
+    (0..n)
+        .map(|_| match rng.below(20) {
+            0..=13 => Command::Put {
+                key: key(rng),
+                value: vec![rng.below(256) as u8; rng.below(60) as usize],
+            },
+            14..=17 => Command::Delete { key: key(rng) },
+            18 => Command::DeletePrefix {
+                prefix: format!("k/{}/", rng.below(4)).into_bytes(),
+            },
+            _ => {
+                let (a, b) = (key(rng), key(rng));
+                Command::DeleteRange {
+                    start: a.clone().min(b.clone()),
+                    end: a.max(b),
+                }
+            }
+        })
+        .collect()
+}
+
+fn same(state: &ramrod::snapshot::KvMap, model: &Model) -> bool {
+    state.len() == model.len()
+        && state
+            .iter()
+            .zip(model.iter())
+            .all(|((k, v), (mk, mv))| k[..] == mk[..] && v[..] == mv[..])
+}
+
+/// Runs a random history with snapshots of random kinds at random points,
+/// then restores every snapshot and compares it with the model at that point.
+async fn history_restores_exactly(store: &Arc<dyn SnapshotStore>, seed: u64, steps: usize) {
+    let mut rng = Rng::new(seed);
+    let mut sm = open(store, "h", small()).await;
+    let mut model = Model::new();
+    let mut taken: Vec<(Manifest, Model)> = Vec::new();
+    for index in 1..=steps as u64 {
+        let n = 1 + rng.below(12) as usize;
+        apply(&mut sm, &mut model, index, random_commands(&mut rng, n)).await;
+        if rng.below(6) == 0 {
+            let kind = if rng.below(3) == 0 {
+                SnapshotKind::Full
+            } else {
+                SnapshotKind::Incremental
+            };
+            let m = sm.build(Some(kind)).await.unwrap();
+            assert_eq!(m.last_log_id.unwrap().index, index);
+            taken.push((m, model.clone()));
+        }
+    }
+    assert!(
+        taken.len() >= 3,
+        "seed {seed}: only {} snapshots",
+        taken.len()
+    );
+    let snaps = sm.snapshots().clone();
+    for (m, model_then) in &taken {
+        let name = format!("h/{}", m.id);
+        let loaded = snaps.load(&name, m).await.unwrap();
+        assert!(
+            same(&loaded.state, model_then),
+            "seed {seed}: snapshot {} ({} after {} deltas) differs from the model",
+            m.id,
+            m.kind,
+            m.deltas.len()
+        );
+        assert_eq!(loaded.state.len() as u64, m.keys);
+    }
+    // A restart restores the newest one.
+    let (sm2, report) = KvStateMachine::open(snaps).await.unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let (last, model_last) = taken.last().unwrap();
+    assert_eq!(sm2.last_applied(), last.last_log_id);
+    assert_eq!(sm2.len(), model_last.len());
+    assert_eq!(sm2.state_hash(), last.state_hash);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random histories on the local store: every snapshot restores exactly.
+    #[test]
+    fn random_histories_restore_exactly(seed in any::<u64>(), steps in 30usize..120) {
+        let s = dir_store();
+        rt().block_on(history_restores_exactly(&s.store, seed, steps));
+    }
+}
+
+/// The same property on both stores (the S3 one when configured).
+#[test]
+fn history_restores_exactly_on_every_store() {
+    let rt = rt();
+    for s in all_stores() {
+        eprintln!("store {}", s.label);
+        rt.block_on(history_restores_exactly(&s.store, 7, 150));
+    }
+}
+
+/// Three snapshots: full S1, incremental S2, incremental S3, with the model
+/// state at S2.
+async fn three_snapshots(store: &Arc<dyn SnapshotStore>) -> (Manifest, Manifest, Manifest, Model) {
+    async fn steps(
+        sm: &mut KvStateMachine,
+        model: &mut Model,
+        rng: &mut Rng,
+        index: &mut u64,
+        n: u64,
+    ) {
+        for _ in 0..n {
+            *index += 1;
+            let cmds = random_commands(rng, 8);
+            apply(sm, model, *index, cmds).await;
+        }
+    }
+    let mut rng = Rng::new(11);
+    let mut sm = open(store, "c", small()).await;
+    let mut model = Model::new();
+    let mut index = 0;
+    steps(&mut sm, &mut model, &mut rng, &mut index, 40).await;
+    let s1 = sm.build(Some(SnapshotKind::Full)).await.unwrap();
+    steps(&mut sm, &mut model, &mut rng, &mut index, 10).await;
+    let s2 = sm.build(Some(SnapshotKind::Incremental)).await.unwrap();
+    let at_s2 = model.clone();
+    steps(&mut sm, &mut model, &mut rng, &mut index, 10).await;
+    let s3 = sm.build(Some(SnapshotKind::Incremental)).await.unwrap();
+    assert_eq!(s3.deltas.len(), 2);
+    (s1, s2, s3, at_s2)
+}
+
+/// Replaces segment `name` with `bytes` (stores never overwrite on their own).
+async fn replace_segment(store: &Arc<dyn SnapshotStore>, name: &str, bytes: Vec<u8>) {
+    store.delete_segment(name).await.unwrap();
+    store.put_segment(name, Bytes::from(bytes)).await.unwrap();
+}
+
+async fn replace_manifest(store: &Arc<dyn SnapshotStore>, name: &str, bytes: Vec<u8>) {
+    store.delete_manifest(name).await.unwrap();
+    store.put_manifest(name, Bytes::from(bytes)).await.unwrap();
+}
+
+/// Every kind of damage to the newest snapshot is detected, reported with
+/// what was wrong, and restore falls back to the previous one; damage to the
+/// shared base leaves nothing loadable, and nothing is loaded.
+#[test]
+fn damaged_snapshots_are_detected_and_skipped() {
+    let rt = rt();
+    let cases: &[(&str, &str)] = &[
+        ("flipped byte", "does not match the name"),
+        ("truncated segment", "does not match the name"),
+        ("missing segment", "does not exist"),
+        ("garbage manifest", "not a ramrod snapshot manifest"),
+        ("unknown manifest version", "unknown manifest version 9"),
+        ("unknown segment version", "unknown segment version 2"),
+    ];
+    for s in all_stores() {
+        for (case, expect) in cases {
+            // A fresh store per case.
+            let fresh = if s.label == "dir" {
+                dir_store()
+            } else {
+                s3_store().unwrap()
+            };
+            let store = &fresh.store;
+            rt.block_on(async {
+                let (_s1, s2, s3, at_s2) = three_snapshots(store).await;
+                let newest = s3.deltas.last().unwrap().segments[0].name.clone();
+                let m3 = format!("c/{}", s3.id);
+                match *case {
+                    "flipped byte" => {
+                        let mut b = store.get_segment(&newest).await.unwrap().to_vec();
+                        let at = b.len() / 2;
+                        b[at] ^= 0x01;
+                        replace_segment(store, &newest, b).await;
+                    }
+                    "truncated segment" => {
+                        let b = store.get_segment(&newest).await.unwrap();
+                        replace_segment(store, &newest, b[..b.len() - 7].to_vec()).await;
+                    }
+                    "missing segment" => store.delete_segment(&newest).await.unwrap(),
+                    "garbage manifest" => {
+                        replace_manifest(store, &m3, b"{\"not\": \"a manifest\"}".to_vec()).await
+                    }
+                    "unknown manifest version" => {
+                        let mut b = s3.encode();
+                        b[4] = 9;
+                        replace_manifest(store, &m3, b).await;
+                    }
+                    "unknown segment version" => {
+                        // A well-formed segment of a future version, under its
+                        // own hash, referenced by a valid manifest.
+                        let old = store.get_segment(&newest).await.unwrap().to_vec();
+                        let mut b = old.clone();
+                        b[4] = 2;
+                        let crc = crc32c::crc32c(&b[..20]);
+                        b[20..24].copy_from_slice(&crc.to_le_bytes());
+                        let name = ramrod::snapshot::segment::name_of(&b);
+                        store.put_segment(&name, Bytes::from(b)).await.unwrap();
+                        let mut m = s3.clone();
+                        m.deltas.last_mut().unwrap().segments[0].name = name;
+                        replace_manifest(store, &m3, m.encode()).await;
+                    }
+                    other => unreachable!("{other}"),
+                }
+                let snaps = Arc::new(Snapshots::new(store.clone(), "c", small()));
+                let report = snaps.restore_latest().await.unwrap();
+                let loaded = report.loaded.as_ref().unwrap_or_else(|| {
+                    panic!("{} {case}: nothing restored: {:?}", s.label, report.skipped)
+                });
+                assert_eq!(
+                    loaded.manifest.id, s2.id,
+                    "{} {case}: fell back to S2",
+                    s.label
+                );
+                assert!(same(&loaded.state, &at_s2), "{} {case}: S2 state", s.label);
+                assert_eq!(report.skipped.len(), 1, "{} {case}", s.label);
+                let (name, why) = &report.skipped[0];
+                assert_eq!(name, &m3);
+                assert!(why.contains(expect), "{} {case}: {why}", s.label);
+            });
+        }
+        // Damage to the base that every snapshot shares: nothing is loaded.
+        let fresh = if s.label == "dir" {
+            dir_store()
+        } else {
+            s3_store().unwrap()
+        };
+        rt.block_on(async {
+            let store = &fresh.store;
+            let (s1, ..) = three_snapshots(store).await;
+            let base = s1.base.segments[0].name.clone();
+            let mut b = store.get_segment(&base).await.unwrap().to_vec();
+            b[30] ^= 0x80;
+            replace_segment(store, &base, b).await;
+            let snaps = Arc::new(Snapshots::new(store.clone(), "c", small()));
+            let (sm, report) = KvStateMachine::open(snaps).await.unwrap();
+            assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+            assert!(report.loaded.is_none());
+            assert!(sm.is_empty() && sm.last_applied().is_none());
+        });
+    }
+}
+
+/// Retention keeps the newest N; garbage collection then leaves no
+/// unreferenced segment, and every retained snapshot still restores.
+#[test]
+fn gc_keeps_exactly_what_retained_snapshots_use() {
+    let rt = rt();
+    for s in all_stores() {
+        rt.block_on(async {
+            let store = &s.store;
+            let cfg = SnapshotConfig {
+                retain: 3,
+                max_chain: 3,
+                ..small()
+            };
+            let mut sm = open(store, "g", cfg.clone()).await;
+            let mut rng = Rng::new(5);
+            let mut model = Model::new();
+            for index in 1..=120 {
+                apply(&mut sm, &mut model, index, random_commands(&mut rng, 6)).await;
+                if index % 10 == 0 {
+                    sm.build(None).await.unwrap();
+                }
+            }
+            let snaps = sm.snapshots().clone();
+            let names = snaps.names().await.unwrap();
+            assert_eq!(names.len(), 3, "{}: {names:?}", s.label);
+            let mut used = std::collections::HashSet::new();
+            for name in &names {
+                let m = snaps.manifest(name).await.unwrap();
+                snaps.load(name, &m).await.unwrap();
+                used.extend(m.segments().map(|x| x.name.clone()));
+            }
+            let stored: std::collections::HashSet<String> = store
+                .list_segments()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.name)
+                .collect();
+            assert_eq!(
+                stored, used,
+                "{}: stored segments = referenced ones",
+                s.label
+            );
+            let stats = sm.stats();
+            assert!(stats.full >= 3 && stats.incremental >= 6, "{stats:?}");
+        });
+    }
+}
+
+/// Collecting garbage while a snapshot is being written never deletes a
+/// segment that snapshot uses.
+#[test]
+fn gc_is_safe_during_a_write() {
+    let rt = rt();
+    rt.block_on(async {
+        let s = dir_store();
+        let cfg = SnapshotConfig {
+            retain: 1,
+            ..small()
+        };
+        let mut sm = open(&s.store, "w", cfg).await;
+        let mut model = Model::new();
+        let big: Vec<Command> = (0..20_000)
+            .map(|i| Command::Put {
+                key: format!("big/{i:06}").into_bytes(),
+                value: vec![(i % 251) as u8; 64],
+            })
+            .collect();
+        apply(&mut sm, &mut model, 1, big).await;
+        let snaps = sm.snapshots().clone();
+        let builder = sm.clone();
+        let build = tokio::spawn(async move { builder.build(Some(SnapshotKind::Full)).await });
+        let mut sweeps = 0;
+        while !build.is_finished() {
+            snaps.retain(1).await.unwrap();
+            sweeps += 1;
+        }
+        let m = build.await.unwrap().unwrap();
+        assert!(sweeps > 0);
+        let loaded = snaps.load(&format!("w/{}", m.id), &m).await.unwrap();
+        assert!(same(&loaded.state, &model));
+    });
+}
+
+/// Applying goes on while a full snapshot of a large state is written, and
+/// the snapshot holds exactly the state at the moment it began.
+#[test]
+fn applies_continue_during_a_full_snapshot() {
+    let rt = rt();
+    rt.block_on(async {
+        let s = dir_store();
+        let cfg = SnapshotConfig {
+            segment_bytes: 256 << 10,
+            block_bytes: 32 << 10,
+            ..small()
+        };
+        let mut sm = open(&s.store, "a", cfg).await;
+        let mut model = Model::new();
+        let big: Vec<Command> = (0..100_000)
+            .map(|i| Command::Put {
+                key: format!("big/{i:07}").into_bytes(),
+                value: vec![(i % 251) as u8; 100],
+            })
+            .collect();
+        apply(&mut sm, &mut model, 1, big).await;
+        let at_start = model.clone();
+        let builder = sm.clone();
+        let build = tokio::spawn(async move { builder.build(Some(SnapshotKind::Full)).await });
+        // Wait until the build has frozen the state (the dirty set empties).
+        while sm.stats().dirty_keys > 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut during = 0u64;
+        let mut index = 1;
+        while !build.is_finished() {
+            index += 1;
+            apply(
+                &mut sm,
+                &mut model,
+                index,
+                vec![Command::Put {
+                    key: format!("new/{index}").into_bytes(),
+                    value: b"x".to_vec(),
+                }],
+            )
+            .await;
+            during += 1;
+            tokio::task::yield_now().await;
+        }
+        let m = build.await.unwrap().unwrap();
+        assert!(
+            during > 0,
+            "no entry was applied while the snapshot was written"
+        );
+        assert_eq!(m.last_log_id.unwrap().index, 1);
+        let loaded = sm
+            .snapshots()
+            .load(&format!("a/{}", m.id), &m)
+            .await
+            .unwrap();
+        assert!(same(&loaded.state, &at_start));
+        // The entries applied meanwhile are the next incremental snapshot.
+        let m2 = sm.build(Some(SnapshotKind::Incremental)).await.unwrap();
+        assert_eq!(m2.deltas.last().unwrap().records(), during);
+        eprintln!("{during} entries applied during the full snapshot");
+    });
+}
+
+/// A child process applies and snapshots for ever; it is killed with SIGKILL
+/// at random moments (24 rounds). Every restart restores the last complete
+/// snapshot or a newer one, never skips a damaged one, and continues.
+#[test]
+fn kill9_while_writing_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(99);
+    let mut acked = 0u64;
+    for round in 0..24 {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_snapshot-crash-child"))
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(50 + rng.below(400));
+        let mut apply_line = |line: &str| {
+            let (what, rest) = line.split_once(' ').unwrap();
+            match what {
+                "SNAP" => acked = acked.max(rest.parse().unwrap()),
+                "RESTORED" => {
+                    let (index, skipped) = rest.split_once(' ').unwrap();
+                    let index: u64 = index.parse().unwrap();
+                    assert_eq!(skipped, "0", "round {round}: a snapshot was skipped");
+                    assert!(
+                        index >= acked,
+                        "round {round}: restored {index} < acknowledged {acked}"
+                    );
+                }
+                other => panic!("unexpected line {other}"),
+            }
+        };
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            apply_line(&line);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        for line in rx.try_iter() {
+            apply_line(&line);
+        }
+    }
+    // The parent restores too, with full verification.
+    rt().block_on(async {
+        let store: Arc<dyn SnapshotStore> = Arc::new(DirStore::open(dir.path()).unwrap());
+        let snaps = Arc::new(Snapshots::new(store, "crash", SnapshotConfig::default()));
+        let report = snaps.restore_latest().await.unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        let loaded = report.loaded.expect("a snapshot");
+        assert!(loaded.manifest.last_log_id.unwrap().index >= acked);
+    });
+    assert!(acked > 0, "no snapshot was acknowledged");
+}
