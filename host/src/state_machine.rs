@@ -2,19 +2,21 @@
 //! remembers which keys changed since the last snapshot, with incremental,
 //! segment-based snapshots.
 //!
-//! The map is persistent (`imbl::OrdMap`): freezing it for a snapshot is an
-//! `O(1)` clone, so applying goes on while a snapshot of a large state is
-//! written, and the writer's memory is bounded by a few segments. The state
-//! hash (an order-independent sum of per-pair hashes) is maintained with
-//! every change and recorded in each manifest; a restore that does not
-//! reproduce it is refused.
+//! Applying never waits for a snapshot: a snapshot writer gets the base map
+//! (an `Arc`, no copy) and, while it holds it, changes go to a small overlay
+//! map (a value, or a tombstone) that reads consult first. When the writer is
+//! done, the overlay is merged into the base in bounded chunks. The writer's
+//! own memory is bounded by a few segments. The state hash (an
+//! order-independent sum of per-pair hashes) is maintained with every change
+//! and recorded in each manifest; a restore that does not reproduce it is
+//! refused.
 //!
 //! Snapshots travel as their manifest: the [`Snapshot`] openraft sends holds
 //! the manifest bytes, and [`install_snapshot`](RaftStateMachine::install_snapshot)
 //! takes the segments from the store (fetching the missing ones from a
 //! configured source first).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
@@ -48,12 +50,22 @@ pub struct SnapshotStats {
     pub dirty_keys: u64,
 }
 
+/// Overlay entries merged into the base per lock hold after a snapshot.
+const MERGE_CHUNK: usize = 4_096;
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: KvMap,
+    /// The state, except what `overlay` overrides.
+    base: Arc<KvMap>,
+    /// Changes not yet in `base`: a value, or `None` for a removal.
+    overlay: std::collections::BTreeMap<Bytes, Option<Bytes>>,
+    /// A snapshot writer holds `base`: changes go to `overlay`.
+    frozen: bool,
+    len: usize,
     hash: u128,
-    /// Keys changed since the last snapshot.
-    dirty: BTreeSet<Bytes>,
+    /// Keys changed since the last snapshot, with their new value (`None`:
+    /// removed), so an incremental snapshot never searches the whole state.
+    dirty: BTreeMap<Bytes, Option<Bytes>>,
     last_applied: Option<LogId>,
     membership: Membership,
     /// The newest snapshot and its encoded manifest.
@@ -64,28 +76,131 @@ struct Inner {
 }
 
 impl Inner {
+    fn with_state(state: KvMap, hash: u128) -> Inner {
+        Inner {
+            len: state.len(),
+            base: Arc::new(state),
+            hash,
+            ..Inner::default()
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        match self.overlay.get(key) {
+            Some(v) => v.as_ref(),
+            None => self.base.get(key),
+        }
+    }
+
+    /// The base, for writing; only called when no writer holds it.
+    fn base_mut(&mut self) -> &mut KvMap {
+        if Arc::get_mut(&mut self.base).is_none() {
+            tracing::warn!("state base still shared after a snapshot; copying it");
+        }
+        Arc::make_mut(&mut self.base)
+    }
+
+    fn set(&mut self, key: Bytes, value: Option<Bytes>) {
+        if self.frozen {
+            self.overlay.insert(key, value);
+        } else {
+            self.overlay.remove(&key);
+            match value {
+                Some(v) => {
+                    self.base_mut().insert(key, v);
+                }
+                None => {
+                    self.base_mut().remove(&key);
+                }
+            }
+        }
+    }
+
     fn put(&mut self, key: Bytes, value: Bytes) -> bool {
         self.hash = self.hash.wrapping_add(entry_hash(&key, &value));
-        if let Some(old) = self.map.insert(key.clone(), value) {
-            self.hash = self.hash.wrapping_sub(entry_hash(&key, &old));
+        match self.get(&key) {
+            Some(old) => self.hash = self.hash.wrapping_sub(entry_hash(&key, old)),
+            None => self.len += 1,
         }
-        self.dirty.insert(key);
+        self.set(key.clone(), Some(value.clone()));
+        self.dirty.insert(key, Some(value));
         true
     }
 
     fn delete(&mut self, key: &[u8]) -> bool {
-        match self.map.remove_with_key(key) {
-            Some((k, old)) => {
-                self.hash = self.hash.wrapping_sub(entry_hash(&k, &old));
-                self.dirty.insert(k);
-                true
-            }
-            None => false,
-        }
+        let Some(old) = self.get(key) else {
+            return false;
+        };
+        self.hash = self.hash.wrapping_sub(entry_hash(key, old));
+        self.len -= 1;
+        let key = Bytes::copy_from_slice(key);
+        self.set(key.clone(), None);
+        self.dirty.insert(key, None);
+        true
     }
 
     fn delete_keys(&mut self, keys: Vec<Bytes>) -> u64 {
         keys.iter().filter(|k| self.delete(k)).count() as u64
+    }
+
+    /// Pairs with keys from `start` (while `keep` holds), base and overlay
+    /// merged, in key order.
+    fn scan(
+        &self,
+        start: &Bytes,
+        keep: impl Fn(&[u8]) -> bool,
+        limit: usize,
+    ) -> Vec<(Bytes, Bytes)> {
+        let mut out = Vec::new();
+        let mut base = self
+            .base
+            .range(start.clone()..)
+            .take_while(|(k, _)| keep(k))
+            .peekable();
+        let mut over = self
+            .overlay
+            .range(start.clone()..)
+            .take_while(|(k, _)| keep(k))
+            .peekable();
+        while out.len() < limit {
+            let pick_overlay = match (base.peek(), over.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((bk, _)), Some((ok, _))) => ok <= bk,
+            };
+            if pick_overlay {
+                let (k, v) = over.next().expect("peeked");
+                if base.peek().is_some_and(|(bk, _)| *bk == k) {
+                    base.next();
+                }
+                if let Some(v) = v {
+                    out.push((k.clone(), v.clone()));
+                }
+            } else {
+                let (k, v) = base.next().expect("peeked");
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Moves up to `n` overlay entries into the base; true when none is left.
+    fn merge_some(&mut self, n: usize) -> bool {
+        for _ in 0..n {
+            let Some((k, v)) = self.overlay.pop_first() else {
+                return true;
+            };
+            match v {
+                Some(v) => {
+                    self.base_mut().insert(k, v);
+                }
+                None => {
+                    self.base_mut().remove(&k);
+                }
+            }
+        }
+        self.overlay.is_empty()
     }
 
     fn apply(&mut self, req: Request) -> Response {
@@ -99,19 +214,22 @@ impl Inner {
                 Command::DeleteRange { start, end } => {
                     if start < end {
                         let doomed: Vec<Bytes> = self
-                            .map
-                            .range(Bytes::from(start)..Bytes::from(end))
-                            .map(|(k, _)| k.clone())
+                            .scan(&Bytes::from(start), |k| k < &end[..], usize::MAX)
+                            .into_iter()
+                            .map(|(k, _)| k)
                             .collect();
                         changed += self.delete_keys(doomed);
                     }
                 }
                 Command::DeletePrefix { prefix } => {
                     let doomed: Vec<Bytes> = self
-                        .map
-                        .range(Bytes::from(prefix.clone())..)
-                        .take_while(|(k, _)| k.starts_with(&prefix))
-                        .map(|(k, _)| k.clone())
+                        .scan(
+                            &Bytes::from(prefix.clone()),
+                            |k| k.starts_with(&prefix),
+                            usize::MAX,
+                        )
+                        .into_iter()
+                        .map(|(k, _)| k)
                         .collect();
                     changed += self.delete_keys(doomed);
                 }
@@ -157,9 +275,8 @@ impl KvStateMachine {
     pub async fn open(snapshots: Arc<Snapshots>) -> Result<(Self, RestoreReport), SnapshotError> {
         let mut report = snapshots.restore_latest().await?;
         let mut inner = Inner::default();
-        if let Some(loaded) = report.loaded.take() {
-            inner.map = loaded.state.clone();
-            inner.hash = loaded.state_hash;
+        if let Some(mut loaded) = report.loaded.take() {
+            inner = Inner::with_state(std::mem::take(&mut loaded.state), loaded.state_hash);
             inner.last_applied = loaded.manifest.last_log_id;
             inner.membership = loaded.manifest.membership.clone();
             let bytes = loaded.manifest.encode();
@@ -192,22 +309,21 @@ impl KvStateMachine {
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.lock().map.get(key).cloned()
+        self.lock().get(key).cloned()
     }
 
     /// Up to `limit` pairs whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(Bytes, Bytes)> {
-        let map = self.lock().map.clone();
-        map.range(Bytes::copy_from_slice(prefix)..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.lock().scan(
+            &Bytes::copy_from_slice(prefix),
+            |k| k.starts_with(prefix),
+            limit,
+        )
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().len
     }
 
     /// Whether no key is set.
@@ -281,10 +397,18 @@ impl KvStateMachine {
                 (None, Some(p)) if 1 + p.deltas.len() < max_chain => SnapshotKind::Incremental,
                 (None, Some(_)) => SnapshotKind::Full,
             };
+            // Later changes go to the overlay until the writer is done.
+            if !inner.overlay.is_empty() {
+                // A previous merge is unfinished: finish it first (bounded
+                // by what was applied during the last snapshot).
+                inner.frozen = false;
+                inner.merge_some(usize::MAX);
+            }
+            inner.frozen = true;
             WriteRequest {
                 kind,
                 parent,
-                state: inner.map.clone(),
+                state: inner.base.clone(),
                 changed: Arc::new(std::mem::take(&mut inner.dirty)),
                 last_log_id: inner.last_applied,
                 membership: inner.membership.clone(),
@@ -294,7 +418,18 @@ impl KvStateMachine {
         };
         let kind = req.kind;
         let changed = req.changed.clone();
-        match self.shared.snapshots.write(req).await {
+        let result = self.shared.snapshots.write(req).await;
+        // The writer has dropped its hold on the base: merge the overlay in
+        // chunks, releasing the lock between them.
+        self.lock().frozen = false;
+        loop {
+            let done = self.lock().merge_some(MERGE_CHUNK);
+            if done {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        match result {
             Ok(m) => {
                 {
                     let mut inner = self.lock();
@@ -316,7 +451,11 @@ impl KvStateMachine {
             }
             Err(e) => {
                 // Keep the changes for the next snapshot.
-                self.lock().dirty.extend(changed.iter().cloned());
+                // Keep the changes for the next snapshot; newer ones win.
+                let mut inner = self.lock();
+                for (k, v) in changed.iter() {
+                    inner.dirty.entry(k.clone()).or_insert_with(|| v.clone());
+                }
                 Err(e)
             }
         }
@@ -342,9 +481,9 @@ impl KvStateMachine {
         let loaded = snaps.load(&name, manifest).await?;
         snaps.adopt(manifest).await?;
         let mut inner = self.lock();
-        inner.map = loaded.state;
-        inner.hash = loaded.state_hash;
-        inner.dirty.clear();
+        let stats = std::mem::take(&mut inner.stats);
+        *inner = Inner::with_state(loaded.state, loaded.state_hash);
+        inner.stats = stats;
         inner.last_applied = manifest.last_log_id;
         inner.membership = manifest.membership.clone();
         inner.current = Some((manifest.clone(), manifest.encode()));
@@ -491,7 +630,7 @@ mod tests {
         });
         assert_eq!(r.changed_keys, 1);
         assert_eq!(
-            inner.map.keys().collect::<Vec<_>>(),
+            inner.base.keys().collect::<Vec<_>>(),
             vec![&Bytes::from("c")]
         );
         let r = inner.apply(Request {
@@ -500,7 +639,7 @@ mod tests {
             }],
         });
         assert_eq!(r.changed_keys, 0);
-        assert_eq!(inner.hash, snapshot::state_hash(&inner.map));
+        assert_eq!(inner.hash, snapshot::state_hash(&inner.base));
         assert_eq!(inner.dirty.len(), 4, "every key touched is dirty");
         inner.apply(Request {
             commands: vec![Command::Put {
@@ -508,6 +647,39 @@ mod tests {
                 value: b"w".to_vec(),
             }],
         });
-        assert_eq!(inner.hash, snapshot::state_hash(&inner.map));
+        assert_eq!(inner.hash, snapshot::state_hash(&inner.base));
+    }
+
+    #[test]
+    fn a_frozen_base_is_untouched_and_the_overlay_merges_back() {
+        let mut inner = Inner::default();
+        inner.apply(Request {
+            commands: vec![put("a"), put("b"), put("c")],
+        });
+        inner.frozen = true;
+        let frozen = inner.base.clone();
+        inner.apply(Request {
+            commands: vec![
+                put("d"),
+                Command::Delete { key: b"a".to_vec() },
+                Command::DeletePrefix {
+                    prefix: b"c".to_vec(),
+                },
+            ],
+        });
+        assert_eq!(frozen.len(), 3, "the writer's view does not change");
+        assert_eq!(inner.len, 2);
+        assert!(inner.get(b"a").is_none() && inner.get(b"d").is_some());
+        let keys: Vec<Bytes> = inner
+            .scan(&Bytes::new(), |_| true, 10)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![Bytes::from("b"), Bytes::from("d")]);
+        drop(frozen);
+        inner.frozen = false;
+        assert!(inner.merge_some(1) || inner.merge_some(usize::MAX));
+        assert_eq!(inner.base.len(), 2);
+        assert_eq!(inner.hash, snapshot::state_hash(&inner.base));
     }
 }

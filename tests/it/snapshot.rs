@@ -180,7 +180,8 @@ async fn history_restores_exactly(store: &Arc<dyn SnapshotStore>, seed: u64, ste
     for index in 1..=steps as u64 {
         let n = 1 + rng.below(12) as usize;
         apply(&mut sm, &mut model, index, random_commands(&mut rng, n)).await;
-        if rng.below(6) == 0 {
+        // Random points, plus the middle and the end so every history has some.
+        if rng.below(6) == 0 || index == steps as u64 / 2 || index == steps as u64 {
             let kind = if rng.below(3) == 0 {
                 SnapshotKind::Full
             } else {
@@ -191,11 +192,7 @@ async fn history_restores_exactly(store: &Arc<dyn SnapshotStore>, seed: u64, ste
             taken.push((m, model.clone()));
         }
     }
-    assert!(
-        taken.len() >= 3,
-        "seed {seed}: only {} snapshots",
-        taken.len()
-    );
+    assert!(taken.len() >= 2, "seed {seed}: {} snapshots", taken.len());
     let snaps = sm.snapshots().clone();
     for (m, model_then) in &taken {
         let name = format!("h/{}", m.id);

@@ -22,13 +22,14 @@ pub mod manifest;
 pub mod segment;
 pub mod store;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use imbl::OrdMap;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 pub use manifest::{Layer, Manifest, Membership, SegmentRef, SnapshotKind};
 pub use store::{DirStore, ObjectInfo, S3Config, S3Store, SnapshotStore, StoreError};
@@ -36,16 +37,19 @@ pub use store::{DirStore, ObjectInfo, S3Config, S3Store, SnapshotStore, StoreErr
 use crate::raft::LogId;
 
 /// The key-value state a snapshot holds.
-pub type KvMap = OrdMap<Bytes, Bytes>;
+pub type KvMap = BTreeMap<Bytes, Bytes>;
 
-/// Order-independent hash of one key-value pair; a state's hash is the
-/// wrapping sum over its pairs, so it is maintained in O(1) per change.
+/// Order-independent hash of one key-value pair (XXH3-128 of the key length,
+/// key and value); a state's hash is the wrapping sum over its pairs, so it
+/// is maintained in O(1) per change. It checks that a chain rebuilds the
+/// state it recorded; the bytes themselves are protected by each segment's
+/// blake3 name and block checksums.
 pub fn entry_hash(key: &[u8], value: &[u8]) -> u128 {
-    let mut h = blake3::Hasher::new();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&(key.len() as u64).to_le_bytes());
     h.update(key);
     h.update(value);
-    u128::from_le_bytes(h.finalize().as_bytes()[..16].try_into().expect("16 bytes"))
+    h.digest128()
 }
 
 /// The hash of a whole state (sum of [`entry_hash`]).
@@ -147,10 +151,12 @@ pub struct WriteRequest {
     pub kind: SnapshotKind,
     /// The snapshot an incremental one builds on (its chain is reused).
     pub parent: Option<Manifest>,
-    /// The state, frozen (an `O(1)` clone of the live map).
-    pub state: KvMap,
-    /// Keys changed since `parent` (incremental only).
-    pub changed: std::sync::Arc<BTreeSet<Bytes>>,
+    /// The state, frozen: the state machine applies to an overlay while a
+    /// writer holds it.
+    pub state: std::sync::Arc<KvMap>,
+    /// Keys changed since `parent` with their values at the freeze (`None`:
+    /// removed); incremental only.
+    pub changed: std::sync::Arc<BTreeMap<Bytes, Option<Bytes>>>,
     /// The last log id the state includes.
     pub last_log_id: Option<LogId>,
     /// The membership the state includes.
@@ -208,6 +214,9 @@ pub struct Snapshots {
     /// a manifest published during a sweep keeps its segments pinned until
     /// the sweep (which may have listed manifests before it) is over.
     sweep: tokio::sync::Mutex<()>,
+    /// Segments of each manifest seen (manifests are immutable once
+    /// written), so a collection does not re-read every manifest.
+    known: Mutex<HashMap<String, std::sync::Arc<Vec<String>>>>,
     seq: AtomicU64,
 }
 
@@ -262,6 +271,7 @@ impl Snapshots {
             config,
             pins: Mutex::default(),
             sweep: tokio::sync::Mutex::new(()),
+            known: Mutex::default(),
             seq: AtomicU64::new(0),
         }
     }
@@ -279,6 +289,18 @@ impl Snapshots {
     /// The settings.
     pub fn config(&self) -> &SnapshotConfig {
         &self.config
+    }
+
+    fn known_segments(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, std::sync::Arc<Vec<String>>>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, name: &str, m: &Manifest) -> std::sync::Arc<Vec<String>> {
+        let segs = std::sync::Arc::new(m.segments().map(|s| s.name.clone()).collect::<Vec<_>>());
+        self.known_segments().insert(name.to_string(), segs.clone());
+        segs
     }
 
     fn pinned(&self) -> Pinned<'_> {
@@ -337,8 +359,8 @@ impl Snapshots {
                     }
                 }
                 SnapshotKind::Incremental => {
-                    for k in changed.iter() {
-                        if let Some(s) = b.push(k, state.get(k).map(|v| &v[..]))
+                    for (k, v) in changed.iter() {
+                        if let Some(s) = b.push(k, v.as_deref())
                             && !send(s)
                         {
                             return;
@@ -355,11 +377,16 @@ impl Snapshots {
             segments: Vec::new(),
         };
         let mut written = 0u64;
+        let mut stored = Ok(());
         while let Some(seg) = rx.recv().await {
             pins.add(&seg.name);
             let size = seg.bytes.len() as u64;
-            if self.store.put_segment(&seg.name, seg.bytes).await? {
-                written += size;
+            match self.store.put_segment(&seg.name, seg.bytes).await {
+                Ok(new) => written += if new { size } else { 0 },
+                Err(e) => {
+                    stored = Err(e);
+                    break;
+                }
             }
             layer.segments.push(SegmentRef {
                 name: seg.name,
@@ -367,9 +394,13 @@ impl Snapshots {
                 records: seg.records,
             });
         }
+        // Always wait for the encoder, so that the state it holds is
+        // released before this returns, even on failure.
+        drop(rx);
         encoder
             .await
             .map_err(|e| SnapshotError::Task(e.to_string()))?;
+        stored?;
         match kind {
             SnapshotKind::Full => base = layer,
             SnapshotKind::Incremental => deltas.push(layer),
@@ -398,6 +429,7 @@ impl Snapshots {
         self.store
             .put_manifest(&name, Bytes::from(manifest.encode()))
             .await?;
+        self.remember(&name, &manifest);
         let _sweep = self.sweep.lock().await;
         drop(pins);
         Ok(manifest)
@@ -409,37 +441,109 @@ impl Snapshots {
     /// A missing or damaged segment, or a chain that does not produce the
     /// manifest's key count and state hash.
     pub async fn load(&self, name: &str, manifest: &Manifest) -> Result<Loaded, SnapshotError> {
-        let mut state = KvMap::new();
-        let mut bytes_read = 0u64;
-        let layers = std::iter::once(&manifest.base).chain(manifest.deltas.iter());
-        for layer in layers {
-            for seg in &layer.segments {
-                let bytes = self.store.get_segment(&seg.name).await?;
-                bytes_read += bytes.len() as u64;
-                let records = segment::read(&seg.name, &bytes, |k, v| match v {
-                    Some(v) => {
-                        state.insert(k, v);
+        // Fetch here (at most two segments ahead), decode and build the map
+        // on a blocking thread: I/O and CPU overlap, memory stays bounded.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<(SegmentRef, Bytes, bool), SnapshotError>>(2);
+        // Stage 1 (this blocking thread): verify and decode each segment
+        // into records, hashing as it goes. Stage 2 (another): insert them.
+        // Records of one segment, and whether they belong to the base.
+        type Records = (bool, Vec<(Bytes, Option<Bytes>, u128)>);
+        let (rec_tx, rec_rx) = std::sync::mpsc::sync_channel::<Records>(2);
+        let builder = std::thread::spawn(move || {
+            // The base is sorted and has no tombstones: collect it and build
+            // the map in one O(n) pass; then apply the deltas.
+            let mut base: Vec<(Bytes, Bytes)> = Vec::new();
+            let mut state: Option<KvMap> = None;
+            let mut hash = 0u128;
+            for (is_base, batch) in rec_rx {
+                if is_base && state.is_none() {
+                    for (k, v, h) in batch {
+                        if let Some(v) = v {
+                            hash = hash.wrapping_add(h);
+                            base.push((k, v));
+                        }
                     }
-                    None => {
-                        state.remove(&k);
+                    continue;
+                }
+                let map =
+                    state.get_or_insert_with(|| std::mem::take(&mut base).into_iter().collect());
+                for (k, v, h) in batch {
+                    match (map.entry(k), v) {
+                        (Entry::Vacant(e), Some(v)) => {
+                            hash = hash.wrapping_add(h);
+                            e.insert(v);
+                        }
+                        (Entry::Occupied(mut e), Some(v)) => {
+                            hash = hash
+                                .wrapping_add(h)
+                                .wrapping_sub(entry_hash(e.key(), e.get()));
+                            e.insert(v);
+                        }
+                        (Entry::Occupied(e), None) => {
+                            hash = hash.wrapping_sub(entry_hash(e.key(), e.get()));
+                            e.remove();
+                        }
+                        (Entry::Vacant(_), None) => {}
                     }
-                })
-                .map_err(|source| SnapshotError::Segment {
-                    name: seg.name.clone(),
-                    source,
-                })?;
-                if records != seg.records {
-                    return Err(SnapshotError::Mismatch {
-                        name: name.to_string(),
-                        what: format!(
-                            "segment {} holds {records} records, the manifest says {}",
-                            seg.name, seg.records
-                        ),
-                    });
                 }
             }
+            let state = state.unwrap_or_else(|| base.into_iter().collect());
+            (state, hash)
+        });
+        let decoder = tokio::task::spawn_blocking(move || {
+            let mut bytes_read = 0u64;
+            let decoded = (|| {
+                while let Some(item) = rx.blocking_recv() {
+                    let (seg, bytes, is_base) = item?;
+                    bytes_read += bytes.len() as u64;
+                    let mut batch = Vec::with_capacity(seg.records as usize);
+                    let records = segment::read(&seg.name, &bytes, |k, v| {
+                        let h = v.as_ref().map_or(0, |v| entry_hash(&k, v));
+                        batch.push((k, v, h));
+                    })
+                    .map_err(|source| SnapshotError::Segment {
+                        name: seg.name.clone(),
+                        source,
+                    })?;
+                    if records != seg.records {
+                        return Err(SnapshotError::Segment {
+                            name: seg.name.clone(),
+                            source: segment::SegmentError::Format(format!(
+                                "holds {records} records, the manifest says {}",
+                                seg.records
+                            )),
+                        });
+                    }
+                    if rec_tx.send((is_base, batch)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })();
+            drop(rec_tx);
+            let (state, hash) = builder
+                .join()
+                .map_err(|_| SnapshotError::Task("the map builder panicked".into()))?;
+            decoded.map(|()| (state, hash, bytes_read))
+        });
+        let base_count = manifest.base.segments.len();
+        for (i, seg) in manifest.segments().enumerate() {
+            let item = self
+                .store
+                .get_segment(&seg.name)
+                .await
+                .map(|b| (seg.clone(), b, i < base_count))
+                .map_err(SnapshotError::from);
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
         }
-        let hash = state_hash(&state);
+        drop(tx);
+        let (state, hash, bytes_read) = decoder
+            .await
+            .map_err(|e| SnapshotError::Task(e.to_string()))??;
         if state.len() as u64 != manifest.keys || hash_hex(hash) != manifest.state_hash {
             return Err(SnapshotError::Mismatch {
                 name: name.to_string(),
@@ -532,12 +636,26 @@ impl Snapshots {
             report.manifests.push(name);
         }
         let mut referenced: HashSet<String> = HashSet::new();
-        for info in self.store.list_manifests().await? {
-            match self.manifest(&info.name).await {
-                Ok(m) => referenced.extend(m.segments().map(|s| s.name.clone())),
-                // A damaged manifest cannot be restored: it protects nothing.
-                Err(e) => tracing::warn!(manifest = %info.name, error = %e, "unreadable manifest"),
-            }
+        let listed = self.store.list_manifests().await?;
+        {
+            let live: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+            self.known_segments()
+                .retain(|name, _| live.contains(name.as_str()));
+        }
+        for info in listed {
+            let cached = self.known_segments().get(&info.name).cloned();
+            let segments = match cached {
+                Some(s) => s,
+                None => match self.manifest(&info.name).await {
+                    Ok(m) => self.remember(&info.name, &m),
+                    // A damaged manifest cannot be restored: it protects nothing.
+                    Err(e) => {
+                        tracing::warn!(manifest = %info.name, error = %e, "unreadable manifest");
+                        continue;
+                    }
+                },
+            };
+            referenced.extend(segments.iter().cloned());
         }
         let now = SystemTime::now();
         for seg in self.store.list_segments().await? {

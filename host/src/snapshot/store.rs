@@ -568,14 +568,18 @@ impl SnapshotStore for S3Store {
     }
 }
 
-/// Opens a store from a command-line or config spec: a directory path, or
+/// Opens an existing store from a command-line spec: a directory path, or
 /// `s3://bucket/prefix` (endpoint and credentials from the AWS variables).
 ///
 /// # Errors
-/// If the directory cannot be created or the S3 configuration is incomplete.
+/// If the directory does not exist or the S3 configuration is incomplete.
 pub fn open_spec(spec: &str) -> Result<Arc<dyn SnapshotStore>, StoreError> {
     match S3Config::from_url(spec) {
         Some(cfg) => Ok(Arc::new(S3Store::new(&cfg)?)),
+        None if !Path::new(spec).is_dir() => Err(StoreError::NotFound {
+            store: format!("dir:{spec}"),
+            key: "the directory".into(),
+        }),
         None => Ok(Arc::new(DirStore::open(Path::new(spec))?)),
     }
 }

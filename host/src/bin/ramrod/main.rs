@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod log_cmd;
 mod policy_cmd;
+mod snapshot_cmd;
 
 /// ramrod: Raft log compaction decided by sandboxed WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -23,6 +24,9 @@ enum Command {
     /// Inspect a node's Raft log store.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// List, verify and restore snapshots in a store.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
