@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes the reports to target/bench-reports/.
+# Starts a SeaweedFS server on loopback for the S3 snapshot figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/seaweedfs.sh start
+trap 'bash scripts/seaweedfs.sh stop' EXIT
+
+cargo bench -p ramrod --bench policy
+cargo bench -p ramrod-tests --bench log_store
+cargo bench -p ramrod-tests --bench snapshot
+ls -l target/bench-reports/
