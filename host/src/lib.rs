@@ -3,15 +3,20 @@
 //! policies that operators write in any language and swap at runtime.
 //!
 //! - [`policy`]: the policy runtime (wasmtime), host, native fallback and hot swap.
-//! - [`log_store`]: the Raft log on redb, with group commit and background purge.
+//! - [`log_store`]: the Raft log: segment files with group commit, a redb
+//!   index, background purge, live log facts.
 //! - [`raft`]: the openraft type configuration and the KV commands.
-//! - [`state_machine`]: a minimal in-memory KV state machine.
+//! - [`state_machine`]: the KV state machine with incremental snapshots.
+//! - [`snapshot`]: snapshot segments, manifests, stores (directory, S3),
+//!   verified restore, retention and garbage collection.
+//! - [`config`]: a node's TOML configuration.
 //!
 //! Policy authors want the `ramrod-policy-sdk` crate instead, whose types this
 //! crate re-exports as [`sdk`].
 
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod policy;
 
 pub use ramrod_policy_sdk as sdk;

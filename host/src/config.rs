@@ -1,0 +1,358 @@
+//! A node's configuration: one TOML file, defaults that work, and unknown
+//! keys rejected by name.
+//!
+//! ```toml
+//! id = 1
+//! listen = "127.0.0.1:7001"
+//! data-dir = "data/node-1"
+//! token = "change-me"
+//!
+//! [[peers]]
+//! id = 2
+//! addr = "127.0.0.1:7002"
+//!
+//! [snapshot-store]          # default: a directory inside data-dir
+//! s3 = { endpoint = "http://127.0.0.1:8333", bucket = "ramrod", prefix = "cluster-a" }
+//!
+//! [policy]
+//! name = "adaptive"         # or file = "my-policy.wasm"
+//! config = { max_bytes = 67108864 }
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::log_store::LogOptions;
+use crate::policy::SandboxLimits;
+use crate::sdk::Bounds;
+use crate::snapshot::{S3Config, SnapshotConfig};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys or wrong types; the
+    /// message names the key and the line.
+    #[error("{}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said (key, line, column).
+        reason: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Another member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Its node id.
+    pub id: u64,
+    /// Where it listens (`host:port`).
+    pub addr: String,
+}
+
+/// Where snapshots go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreConfig {
+    /// A local directory (default: `DATA_DIR/snapshots`).
+    pub dir: Option<PathBuf>,
+    /// An S3-compatible object store instead of a directory.
+    pub s3: Option<S3Config>,
+}
+
+/// Which compaction policy runs first (default: the built-in `adaptive`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyConfig {
+    /// A built-in policy by name (`entries`, `bytes-or-age`, `adaptive`).
+    pub name: Option<String>,
+    /// A policy component file instead of a built-in.
+    pub file: Option<PathBuf>,
+    /// The policy's own configuration (its keys are checked by the policy).
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+impl PolicyConfig {
+    /// The built-in's name when no file is set.
+    pub fn builtin(&self) -> Option<&str> {
+        match (&self.file, &self.name) {
+            (Some(_), _) => None,
+            (None, Some(n)) => Some(n),
+            (None, None) => Some("adaptive"),
+        }
+    }
+}
+
+/// Raft timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RaftTiming {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_max_ms: u64,
+    /// Timeout of one RPC between nodes.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+            rpc_timeout_ms: 2_000,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7001))
+}
+
+/// A node's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    /// This node's id (not 0).
+    pub id: u64,
+    /// Where it listens (default `127.0.0.1:7001`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Its data directory (log store; snapshots unless a store is set).
+    pub data_dir: PathBuf,
+    /// The admin API's bearer token; without one the admin API is closed.
+    pub token: Option<String>,
+    /// The other members.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    /// Where snapshots go.
+    #[serde(default)]
+    pub snapshot_store: StoreConfig,
+    /// Snapshot format, retention and collection.
+    #[serde(default)]
+    pub snapshots: SnapshotConfig,
+    /// Log store options.
+    #[serde(default)]
+    pub log: LogOptions,
+    /// The first policy.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Sandbox limits of policies.
+    #[serde(default)]
+    pub limits: SandboxLimits,
+    /// Bounds every decision is clamped to.
+    #[serde(default)]
+    pub bounds: Bounds,
+    /// Raft timing.
+    #[serde(default)]
+    pub raft: RaftTiming,
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file; relative paths in it are taken
+    /// relative to the file's directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and what is wrong.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text).map_err(|reason| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut cfg.data_dir);
+        if let Some(d) = cfg.snapshot_store.dir.as_mut() {
+            rebase(d);
+        }
+        if let Some(f) = cfg.policy.file.as_mut() {
+            rebase(f);
+        }
+        cfg.validate().map_err(|reason| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (no path rebasing, no validation).
+    ///
+    /// # Errors
+    /// toml's message: the key, the line and the column.
+    pub fn parse(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+    }
+
+    /// Checks values that parse but do not fit together.
+    ///
+    /// # Errors
+    /// What is wrong, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("`id` must not be 0".into());
+        }
+        let mut ids = BTreeSet::from([self.id]);
+        for p in &self.peers {
+            if !ids.insert(p.id) {
+                return Err(format!("`peers`: node id {} appears twice", p.id));
+            }
+            if p.addr.parse::<SocketAddr>().is_err() {
+                return Err(format!(
+                    "`peers`: address {:?} of node {} is not host:port",
+                    p.addr, p.id
+                ));
+            }
+        }
+        if self.snapshot_store.dir.is_some() && self.snapshot_store.s3.is_some() {
+            return Err("`snapshot-store`: set `dir` or `s3`, not both".into());
+        }
+        if self.policy.name.is_some() && self.policy.file.is_some() {
+            return Err("`policy`: set `name` or `file`, not both".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms {
+            return Err("`raft`: need 0 < heartbeat-ms < election-min-ms".into());
+        }
+        if r.election_max_ms <= r.election_min_ms {
+            return Err("`raft`: election-max-ms must exceed election-min-ms".into());
+        }
+        if self.token.as_deref().is_some_and(|t| t.len() < 8) {
+            return Err("`token` must be at least 8 characters".into());
+        }
+        Ok(())
+    }
+
+    /// The snapshot directory when no store is configured.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshot_store
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("snapshots"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "id = 1\ndata-dir = \"d\"\n";
+
+    #[test]
+    fn defaults_work() {
+        let c = NodeConfig::parse(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.policy.builtin(), Some("adaptive"));
+        assert_eq!(c.snapshot_dir(), PathBuf::from("d/snapshots"));
+        assert!(c.token.is_none());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = NodeConfig::parse(
+            r#"
+id = 2
+listen = "127.0.0.1:7002"
+data-dir = "/var/lib/ramrod"
+token = "a-long-enough-token"
+
+[[peers]]
+id = 1
+addr = "127.0.0.1:7001"
+
+[snapshot-store]
+s3 = { endpoint = "http://127.0.0.1:8333", bucket = "ramrod", prefix = "a" }
+
+[snapshots]
+retain = 5
+
+[policy]
+name = "bytes-or-age"
+config = { max_bytes = 1000 }
+
+[raft]
+heartbeat-ms = 50
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.snapshots.retain, 5);
+        assert_eq!(c.snapshot_store.s3.as_ref().unwrap().bucket, "ramrod");
+        assert_eq!(c.policy.config["max_bytes"].as_integer(), Some(1000));
+        assert_eq!(c.raft.election_min_ms, 400);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = NodeConfig::parse("id = 1\ndata-dir = \"d\"\nlisten-addr = \"x\"\n").unwrap_err();
+        assert!(e.contains("listen-addr") && e.contains("line 3"), "{e}");
+        let e = NodeConfig::parse("id = 1\ndata-dir = \"d\"\n[raft]\nheartbeat = 5\n").unwrap_err();
+        assert!(e.contains("heartbeat"), "{e}");
+        let e = NodeConfig::parse("id = \"one\"\ndata-dir = \"d\"\n").unwrap_err();
+        assert!(e.contains("id"), "{e}");
+        let bad = |extra: &str| {
+            NodeConfig::parse(&format!("{MINIMAL}{extra}"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        };
+        assert!(bad("[[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n").contains("twice"));
+        assert!(bad("[[peers]]\nid = 2\naddr = \"nowhere\"\n").contains("host:port"));
+        assert!(bad("token = \"short\"\n").contains("token"));
+        assert!(bad("[policy]\nname = \"entries\"\nfile = \"p.wasm\"\n").contains("policy"));
+        assert!(bad("[raft]\nheartbeat-ms = 500\n").contains("raft"));
+    }
+
+    #[test]
+    fn load_names_the_file_and_rebases_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        std::fs::write(
+            &p,
+            "id = 1\ndata-dir = \"data\"\n[policy]\nfile = \"p.wasm\"\n",
+        )
+        .unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.policy.file, Some(dir.path().join("p.wasm")));
+        std::fs::write(&p, "id = 0\ndata-dir = \"d\"\n").unwrap();
+        let e = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("node.toml") && e.contains("id"), "{e}");
+        let e = NodeConfig::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}
