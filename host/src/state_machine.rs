@@ -444,7 +444,9 @@ impl KvStateMachine {
                     .shared
                     .retain
                     .load(std::sync::atomic::Ordering::Relaxed);
-                if let Err(e) = self.shared.snapshots.retain(keep).await {
+                let snaps = &self.shared.snapshots;
+                let current = format!("{}/{}", snaps.group(), m.id);
+                if let Err(e) = snaps.retain_protecting(keep, Some(&current)).await {
                     tracing::warn!(error = %e, "snapshot retention failed; will retry after the next one");
                 }
                 Ok(m)

@@ -429,6 +429,39 @@ fn gc_keeps_exactly_what_retained_snapshots_use() {
     }
 }
 
+/// Retention never deletes the snapshot just written, even when another
+/// manifest's name sorts after it (a newer one that failed to verify, or a
+/// leader's with a clock ahead).
+#[test]
+fn retention_keeps_the_current_snapshot() {
+    let rt = rt();
+    rt.block_on(async {
+        let s = dir_store();
+        let cfg = SnapshotConfig {
+            retain: 1,
+            ..small()
+        };
+        let mut sm = open(&s.store, "r", cfg).await;
+        let mut model = Model::new();
+        let mut rng = Rng::new(3);
+        apply(&mut sm, &mut model, 1, random_commands(&mut rng, 20)).await;
+        let s1 = sm.build(Some(SnapshotKind::Full)).await.unwrap();
+        // A manifest that sorts after everything this node will write.
+        let high = format!("r/{}-9999999999999-9999", "9".repeat(20));
+        s.store
+            .put_manifest(&high, Bytes::from(s1.encode()))
+            .await
+            .unwrap();
+        apply(&mut sm, &mut model, 2, random_commands(&mut rng, 20)).await;
+        let s2 = sm.build(Some(SnapshotKind::Incremental)).await.unwrap();
+        let snaps = sm.snapshots().clone();
+        let names = snaps.names().await.unwrap();
+        assert_eq!(names, vec![format!("r/{}", s2.id)]);
+        let loaded = snaps.load(&names[0], &s2).await.unwrap();
+        assert!(same(&loaded.state, &model));
+    });
+}
+
 /// Collecting garbage while a snapshot is being written never deletes a
 /// segment that snapshot uses.
 #[test]

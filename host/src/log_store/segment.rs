@@ -372,23 +372,35 @@ pub(crate) fn scan(
                     .map_err(|e| ScanError::Bad(path.to_path_buf(), at as u64, e))?;
                 at += r.len;
             }
-            Err(BadRecord::Empty) => return Ok(ScanEnd::Clean(at as u64)),
+            // The usual end: nothing but zeros up to the end of the file.
+            Err(BadRecord::Empty) if all_zero(&bytes[at..]) => {
+                return Ok(ScanEnd::Clean(at as u64));
+            }
             Err(bad) => {
-                // Any valid record of a group that began after the damage
-                // proves the damaged group had been synced.
+                // Any valid record of a group that began after this point
+                // proves the group here had been synced: zeros or garbage
+                // here then mean damaged acknowledged data.
                 let later = (at + 1..bytes.len().saturating_sub(HEADER))
                     .filter(|&o| bytes[o..o + 4] == MAGIC.to_le_bytes())
                     .filter_map(|o| parse(&bytes[o..]).ok().map(|r| (o, r.group_start)))
                     .any(|(o, g)| (g as usize) > at && (g as usize) <= o);
-                return Ok(if later {
-                    ScanEnd::Damaged(at as u64, bad)
-                } else {
-                    ScanEnd::Torn(at as u64, bad)
+                return Ok(match (bad, later) {
+                    (bad, true) => ScanEnd::Damaged(at as u64, bad),
+                    (BadRecord::Empty, false) => ScanEnd::Clean(at as u64),
+                    (bad, false) => ScanEnd::Torn(at as u64, bad),
                 });
             }
         }
     }
     Ok(ScanEnd::Clean(at as u64))
+}
+
+/// Whether `b` holds only zeros (word by word: this runs over the unused
+/// tail of every segment recovery scans).
+fn all_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(16);
+    words.all(|w| u128::from_le_bytes(w.try_into().expect("16 bytes")) == 0)
+        && words.remainder().iter().all(|&x| x == 0)
 }
 
 /// Scanning a segment failed.
@@ -493,6 +505,18 @@ mod tests {
         let got = scan(&path, 0, |_, _| Ok(())).unwrap();
         assert!(
             matches!(got, ScanEnd::Torn(o, _) if o == b_start as u64),
+            "{got:?}"
+        );
+
+        // Group A's second record zeroed (a lost write), group B after it:
+        // damaged, not a clean end.
+        let mut zeroed = bytes.clone();
+        let a2 = record(0, 1, 2).len();
+        zeroed[a2..a2 + HEADER].fill(0);
+        std::fs::write(&path, &zeroed).unwrap();
+        let got = scan(&path, 0, |_, _| Ok(())).unwrap();
+        assert!(
+            matches!(got, ScanEnd::Damaged(o, BadRecord::Empty) if o == a2 as u64),
             "{got:?}"
         );
 

@@ -497,7 +497,10 @@ impl Snapshots {
                 while let Some(item) = rx.blocking_recv() {
                     let (seg, bytes, is_base) = item?;
                     bytes_read += bytes.len() as u64;
-                    let mut batch = Vec::with_capacity(seg.records as usize);
+                    // The manifest is not trusted yet: bound the allocation by
+                    // what the bytes can hold (a record takes at least 9).
+                    let cap = (seg.records as usize).min(bytes.len() / 9 + 1);
+                    let mut batch = Vec::with_capacity(cap);
                     let records = segment::read(&seg.name, &bytes, |k, v| {
                         let h = v.as_ref().map_or(0, |v| entry_hash(&k, v));
                         batch.push((k, v, h));
@@ -629,9 +632,30 @@ impl Snapshots {
     /// # Errors
     /// If the store fails; what was deleted before stays deleted.
     pub async fn retain(&self, keep: usize) -> Result<GcReport, SnapshotError> {
+        self.retain_protecting(keep, None).await
+    }
+
+    /// [`retain`](Self::retain), never deleting the manifest `protect` (the
+    /// caller's current snapshot), whatever the names' order says.
+    ///
+    /// # Errors
+    /// If the store fails; what was deleted before stays deleted.
+    pub async fn retain_protecting(
+        &self,
+        keep: usize,
+        protect: Option<&str>,
+    ) -> Result<GcReport, SnapshotError> {
         let _sweep = self.sweep.lock().await;
         let mut report = GcReport::default();
-        for name in self.names().await?.into_iter().skip(keep.max(1)) {
+        let mut kept = usize::from(protect.is_some());
+        for name in self.names().await? {
+            if Some(name.as_str()) == protect {
+                continue;
+            }
+            if kept < keep.max(1) {
+                kept += 1;
+                continue;
+            }
             self.store.delete_manifest(&name).await?;
             report.manifests.push(name);
         }

@@ -131,8 +131,14 @@ impl DirStore {
         let store = DirStore {
             root: root.to_path_buf(),
         };
+        let existed = root.is_dir();
         for d in ["segments", "manifests"] {
             std::fs::create_dir_all(root.join(d)).map_err(|e| store.err(d, e))?;
+        }
+        // New directories must survive a power loss too.
+        Self::sync_dir(root).map_err(|e| store.err("the store directory", e))?;
+        if !existed && let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Self::sync_dir(parent).map_err(|e| store.err("the parent directory", e))?;
         }
         Ok(store)
     }
@@ -234,6 +240,14 @@ impl SnapshotStore for DirStore {
         blocking(move || {
             let dest = this.segment_path(&name);
             if dest.exists() {
+                // Reused: make it young again, so that a collection in
+                // another process (which spares young segments) keeps it
+                // until the manifest that reuses it is written.
+                std::fs::File::options()
+                    .write(true)
+                    .open(&dest)
+                    .and_then(|f| f.set_modified(SystemTime::now()))
+                    .map_err(|e| this.err(&name, e))?;
                 return Ok(false);
             }
             let tmp = Self::write_temp(&dest, &bytes).map_err(|e| this.err(&name, e))?;
@@ -299,7 +313,10 @@ impl SnapshotStore for DirStore {
                 }
                 Err(e) => return Err(this.err(&name, e)),
             }
-            Self::sync_dir(dest.parent().expect("parent")).map_err(|e| this.err(&name, e))?;
+            let group_dir = dest.parent().expect("parent");
+            Self::sync_dir(group_dir).map_err(|e| this.err(&name, e))?;
+            // The group's directory may be new: its entry must be durable.
+            Self::sync_dir(&this.root.join("manifests")).map_err(|e| this.err(&name, e))?;
             Ok(())
         })
         .await
@@ -502,9 +519,18 @@ impl SnapshotStore for S3Store {
 
     async fn put_segment(&self, name: &str, bytes: Bytes) -> Result<bool, StoreError> {
         check_name(&self.describe(), name, false)?;
-        match self.put_create("segments", name, bytes).await {
+        match self.put_create("segments", name, bytes.clone()).await {
             Ok(()) => Ok(true),
-            Err(StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(StoreError::AlreadyExists { .. }) => {
+                // Reused: write it again (same content, by its name) so its
+                // age restarts and a collection elsewhere spares it until
+                // the manifest that reuses it is written.
+                self.inner
+                    .put(&self.path("segments", name), PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| self.err(name, e))?;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
