@@ -1,5 +1,6 @@
 //! ramrod's integration tests: one binary, one module per feature.
 
+mod cluster;
 mod log_store;
 mod policy;
 mod snapshot;

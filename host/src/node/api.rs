@@ -1,0 +1,305 @@
+//! The HTTP API of a node: Raft RPCs (postcard bodies) and the client
+//! key-value API (JSON).
+//!
+//! Client API:
+//! - `GET /kv/{key}`: the value (linearizable read), 404 if unset;
+//! - `PUT /kv/{key}` with the value as the body; `DELETE /kv/{key}`;
+//! - `GET /kv?prefix=P&limit=N`: pairs in key order (JSON);
+//! - `POST /kv/batch` with `{"commands": [...]}`: applied atomically.
+//!
+//! A write or read sent to a follower is answered `421 Misdirected Request`
+//! with the leader's id and address. Malformed or oversized requests get a
+//! 4xx with a message, and nothing is applied.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+
+use super::network::{CONTENT_TYPE, decode, encode};
+use crate::raft::{Command, NodeId, Request, TypeConfig};
+use crate::state_machine::KvStateMachine;
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 8 << 20;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's Raft.
+    pub raft: Raft<TypeConfig>,
+    /// Its state machine.
+    pub sm: KvStateMachine,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The router of a node.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/kv", get(kv_list))
+        .route("/kv/batch", post(kv_batch))
+        .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Arc::new(state))
+}
+
+type Shared = State<Arc<AppState>>;
+
+fn postcard_reply<T: Serialize>(v: &T) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], encode(v)).into_response()
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(ErrorBody::new(msg))).into_response()
+}
+
+/// The JSON body of an error answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// The leader's id, when the request must go there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<NodeId>,
+    /// The leader's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_addr: Option<String>,
+}
+
+impl ErrorBody {
+    fn new(msg: impl Into<String>) -> Self {
+        ErrorBody {
+            error: msg.into(),
+            leader_id: None,
+            leader_addr: None,
+        }
+    }
+}
+
+async fn raft_append(State(s): Shared, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => postcard_reply(&s.raft.append_entries(req).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn raft_vote(State(s): Shared, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => postcard_reply(&s.raft.vote(req).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn raft_snapshot(State(s): Shared, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => postcard_reply(&s.raft.install_snapshot(req).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+/// Maps a Raft error to an answer: 421 with the leader when this node is
+/// not the leader, 503 otherwise.
+fn raft_error<E: std::fmt::Display>(
+    e: RaftError<NodeId, E>,
+    forward: impl Fn(&E) -> Option<(Option<NodeId>, Option<String>)>,
+) -> Response {
+    if let RaftError::APIError(api) = &e
+        && let Some((leader_id, leader_addr)) = forward(api)
+    {
+        let body = ErrorBody {
+            error: "not the leader".into(),
+            leader_id,
+            leader_addr,
+        };
+        return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(ErrorBody::new(e.to_string())),
+    )
+        .into_response()
+}
+
+/// The answer to a write.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WriteReply {
+    /// The log index it was applied at.
+    pub index: u64,
+    /// Keys written or removed.
+    pub changed_keys: u64,
+}
+
+async fn write(s: &AppState, req: Request) -> Response {
+    match s.raft.client_write(req).await {
+        Ok(r) => Json(WriteReply {
+            index: r.log_id.index,
+            changed_keys: r.data.changed_keys,
+        })
+        .into_response(),
+        Err(e) => raft_error(e, |api| match api {
+            ClientWriteError::ForwardToLeader(f) => {
+                Some((f.leader_id, f.leader_node.as_ref().map(|n| n.addr.clone())))
+            }
+            ClientWriteError::ChangeMembershipError(_) => None,
+        }),
+    }
+}
+
+/// Waits until this node may serve a linearizable read.
+async fn linearizable(s: &AppState) -> Result<(), Response> {
+    match s.raft.ensure_linearizable().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(raft_error(e, |api| {
+            let openraft::error::CheckIsLeaderError::ForwardToLeader(f) = api else {
+                return None;
+            };
+            Some((f.leader_id, f.leader_node.as_ref().map(|n| n.addr.clone())))
+        })),
+    }
+}
+
+async fn kv_get(State(s): Shared, Path(key): Path<String>) -> Response {
+    if let Err(r) = linearizable(&s).await {
+        return r;
+    }
+    match s.sm.get(key.as_bytes()) {
+        Some(v) => v.to_vec().into_response(),
+        None => (StatusCode::NOT_FOUND, Json(ErrorBody::new("no such key"))).into_response(),
+    }
+}
+
+async fn kv_put(State(s): Shared, Path(key): Path<String>, body: Bytes) -> Response {
+    write(&s, Request::put(key.into_bytes(), body.to_vec())).await
+}
+
+async fn kv_delete(State(s): Shared, Path(key): Path<String>) -> Response {
+    let req = Request {
+        commands: vec![Command::Delete {
+            key: key.into_bytes(),
+        }],
+    };
+    write(&s, req).await
+}
+
+/// `GET /kv` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Keys starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// At most this many (default 100, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// One pair of a listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pair {
+    /// The key (UTF-8, lossy).
+    pub key: String,
+    /// The value (UTF-8, lossy).
+    pub value: String,
+}
+
+async fn kv_list(State(s): Shared, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100);
+    if limit > 10_000 {
+        return bad_request("limit must be at most 10000");
+    }
+    if let Err(r) = linearizable(&s).await {
+        return r;
+    }
+    let pairs: Vec<Pair> =
+        s.sm.scan_prefix(q.prefix.as_bytes(), limit)
+            .into_iter()
+            .map(|(k, v)| Pair {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                value: String::from_utf8_lossy(&v).into_owned(),
+            })
+            .collect();
+    Json(pairs).into_response()
+}
+
+/// One command of a batch, as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BatchCommand {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Remove keys in `start..end`.
+    DeleteRange {
+        /// First key removed.
+        start: String,
+        /// First key kept.
+        end: String,
+    },
+    /// Remove keys starting with `prefix`.
+    DeletePrefix {
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+/// `POST /kv/batch` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Applied in order, atomically.
+    pub commands: Vec<BatchCommand>,
+}
+
+async fn kv_batch(State(s): Shared, body: Bytes) -> Response {
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("malformed batch: {e}")),
+    };
+    if batch.commands.is_empty() {
+        return bad_request("a batch needs at least one command");
+    }
+    let commands = batch
+        .commands
+        .into_iter()
+        .map(|c| match c {
+            BatchCommand::Put { key, value } => Command::Put {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+            },
+            BatchCommand::Delete { key } => Command::Delete {
+                key: key.into_bytes(),
+            },
+            BatchCommand::DeleteRange { start, end } => Command::DeleteRange {
+                start: start.into_bytes(),
+                end: end.into_bytes(),
+            },
+            BatchCommand::DeletePrefix { prefix } => Command::DeletePrefix {
+                prefix: prefix.into_bytes(),
+            },
+        })
+        .collect();
+    write(&s, Request { commands }).await
+}

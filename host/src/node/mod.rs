@@ -1,0 +1,200 @@
+//! A ramrod node: openraft with ramrod's log store, state machine and
+//! snapshot store, Raft RPCs and the client API over HTTP.
+//!
+//! openraft's own snapshot policy is `Never` and it keeps every log entry
+//! after a snapshot: snapshots and purges are left to the compaction
+//! controller.
+
+pub mod api;
+pub mod network;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+
+use crate::config::NodeConfig;
+use crate::log_store::LogStore;
+use crate::raft::{NodeId, TypeConfig};
+use crate::snapshot::{DirStore, S3Store, SnapshotStore, Snapshots};
+use crate::state_machine::KvStateMachine;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration does not make sense.
+    #[error("config: {0}")]
+    Config(String),
+    /// The data directory could not be prepared.
+    #[error("data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The log store did not open.
+    #[error(transparent)]
+    Log(#[from] crate::log_store::LogStoreError),
+    /// The snapshot store or state machine did not open.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// openraft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The listen address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Node {
+    /// Its Raft.
+    pub raft: Raft<TypeConfig>,
+    /// Its state machine.
+    pub sm: KvStateMachine,
+    /// Its log store.
+    pub log: LogStore,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    config: NodeConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.config.id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the node's stores, starts Raft and the HTTP server.
+    ///
+    /// # Errors
+    /// [`NodeError`] naming what could not be opened or bound.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate().map_err(NodeError::Config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let log = LogStore::open_with(&config.data_dir, config.log)?;
+        let store: Arc<dyn SnapshotStore> = match &config.snapshot_store.s3 {
+            Some(s3) => Arc::new(S3Store::new(s3).map_err(crate::snapshot::SnapshotError::from)?),
+            None => Arc::new(
+                DirStore::open(&config.snapshot_dir())
+                    .map_err(crate::snapshot::SnapshotError::from)?,
+            ),
+        };
+        let group = format!("node-{}", config.id);
+        let snaps = Arc::new(Snapshots::new(store, &group, config.snapshots.clone()));
+        let (sm, report) = KvStateMachine::open(snaps).await?;
+        for (name, why) in &report.skipped {
+            tracing::warn!(snapshot = %name, reason = %why, "skipped a damaged snapshot at start-up");
+        }
+
+        let t = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "ramrod".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            install_snapshot_timeout: t.rpc_timeout_ms.max(1_000),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let network = network::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms));
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network,
+            log.clone(),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let app = api::router(api::AppState {
+            raft: raft.clone(),
+            sm: sm.clone(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        Ok(Node {
+            raft,
+            sm,
+            log,
+            addr,
+            config,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Initializes a new cluster of this node and its configured peers (a
+    /// no-op error if it is already initialized).
+    ///
+    /// # Errors
+    /// If openraft refuses (for instance, the cluster already exists).
+    pub async fn initialize(&self) -> Result<(), NodeError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.config.id, BasicNode::new(self.addr.to_string()));
+        for p in &self.config.peers {
+            members.insert(p.id, BasicNode::new(p.addr.clone()));
+        }
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Stops the HTTP server and Raft, and flushes the log.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        let _ = self.log.flush().await;
+    }
+}

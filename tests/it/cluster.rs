@@ -1,0 +1,164 @@
+//! A 3-node cluster in one process, over HTTP on loopback: election,
+//! replicated writes, linearizable reads, followers pointing at the leader,
+//! and bad requests answered 4xx with nothing applied.
+
+use std::time::Duration;
+
+use ramrod::config::{NodeConfig, Peer};
+use ramrod::node::Node;
+
+/// Free loopback ports (bound then released; the OS does not hand them out
+/// again at once).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+fn config(id: u64, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
+    let mut c = NodeConfig::parse(&format!("id = {id}\ndata-dir = \"x\"\n")).unwrap();
+    c.listen = format!("127.0.0.1:{}", ports[id as usize - 1])
+        .parse()
+        .unwrap();
+    c.data_dir = dir.join(format!("node-{id}"));
+    c.peers = (1..=ports.len() as u64)
+        .filter(|&p| p != id)
+        .map(|p| Peer {
+            id: p,
+            addr: format!("127.0.0.1:{}", ports[p as usize - 1]),
+        })
+        .collect();
+    c.raft.heartbeat_ms = 50;
+    c.raft.election_min_ms = 300;
+    c.raft.election_max_ms = 600;
+    c
+}
+
+async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
+    let ports = free_ports(3);
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Node::start(config(id, &ports, dir)).await.unwrap());
+    }
+    nodes[0].initialize().await.unwrap();
+    nodes
+}
+
+async fn leader(nodes: &[Node]) -> u64 {
+    nodes[0]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap()
+}
+
+#[test]
+fn three_nodes_replicate_and_answer_over_http() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_cluster(dir.path()).await;
+        let leader_id = leader(&nodes).await;
+        let leader = &nodes[leader_id as usize - 1];
+        let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+        let http = reqwest::Client::new();
+        let url = |n: &Node, path: &str| format!("http://{}{path}", n.addr);
+
+        for i in 0..50 {
+            let r = http
+                .put(url(leader, &format!("/kv/vm/{i:03}")))
+                .body(format!("spec {i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+        let r = http
+            .post(url(leader, "/kv/batch"))
+            .body(r#"{"commands":[{"op":"put","key":"a","value":"1"},{"op":"delete","key":"vm/000"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let reply: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(reply["changed_keys"], 2);
+        let last = reply["index"].as_u64().unwrap();
+
+        // Linearizable reads on the leader.
+        let r = http.get(url(leader, "/kv/vm/007")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "spec 7");
+        let r = http.get(url(leader, "/kv/vm/000")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let r = http
+            .get(url(leader, "/kv?prefix=vm/&limit=5"))
+            .send()
+            .await
+            .unwrap();
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(list.len(), 5);
+        assert_eq!(list[0]["key"], "vm/001");
+
+        // A follower points at the leader, for writes and reads.
+        for req in [
+            http.put(url(follower, "/kv/x")).body("y"),
+            http.get(url(follower, "/kv/vm/001")),
+        ] {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 421);
+            let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(body["leader_id"], leader_id);
+            assert_eq!(body["leader_addr"], leader.addr.to_string());
+        }
+
+        // Every node applies every write.
+        for n in &nodes {
+            n.raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(last), "all writes applied")
+                .await
+                .unwrap();
+            assert_eq!(n.sm.len(), 50, "node {}", n.id());
+            assert_eq!(n.sm.get(b"vm/049").as_deref(), Some(&b"spec 49"[..]));
+        }
+        let hashes: Vec<String> = nodes.iter().map(|n| n.sm.state_hash()).collect();
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+
+        // Bad requests: 4xx with a message, nothing applied.
+        let before = leader.sm.state_hash();
+        let bad = [
+            http.post(url(leader, "/kv/batch")).body("{not json"),
+            http.post(url(leader, "/kv/batch")).body(r#"{"commands":[]}"#),
+            http.post(url(leader, "/kv/batch"))
+                .body(r#"{"commands":[{"op":"rename","key":"a"}]}"#),
+            http.get(url(leader, "/kv?limit=99999999")),
+            http.get(url(leader, "/kv?colour=blue")),
+            http.post(url(leader, "/raft/append")).body(vec![0xff; 7]),
+            http.put(url(leader, "/kv/huge")).body(vec![b'x'; 9 << 20]),
+        ];
+        for req in bad {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert!(status.is_client_error(), "{status}: {text}");
+            assert!(!text.is_empty(), "{status} without a message");
+        }
+        assert_eq!(leader.sm.state_hash(), before, "a bad request changed the state");
+
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
