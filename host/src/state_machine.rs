@@ -34,7 +34,7 @@ use crate::snapshot::{
 };
 
 /// Counters about snapshots, for metrics and the controller.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotStats {
     /// Full snapshots written.
     pub full: u64,

@@ -314,3 +314,77 @@ fn snapshot_list_verify_restore() {
         "a missing store is not created"
     );
 }
+
+/// Kills a child process when dropped, so a failed assertion leaves no
+/// server behind.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ramrod serve` runs a single-node cluster; `ramrod status` reads it with
+/// the right token and is refused without it.
+#[test]
+fn serve_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &dir,
+        &format!(
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata-dir = \"data\"\ntoken = \"test-token-123\"\n"
+        ),
+    );
+    let _server = Reap(
+        Command::new(env!("CARGO_BIN_EXE_ramrod"))
+            .args(["serve", "--config", &cfg])
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let o = ramrod(&[
+            "status",
+            "--node",
+            &url,
+            "--token",
+            "test-token-123",
+            "--json",
+        ]);
+        if o.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if v["role"] == "Leader" {
+                break v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never led: {}",
+            text(&o).1
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(out["id"], 1);
+    assert!(dir.path().join("data").join("raft-log.redb").exists());
+
+    let o = ramrod(&["status", "--node", &url, "--token", "wrong-token-999"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("401"), "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_ramrod"))
+        .args(["status", "--node", &url])
+        .env_remove("RAMROD_TOKEN")
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("no token"), "{err}");
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 /// What the log holds now, as the controller reads it for a policy.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LogStats {
     /// First index still in the log (`last_purged + 1`).
     pub first_index: u64,

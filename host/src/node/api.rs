@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,6 +37,10 @@ pub struct AppState {
     pub raft: Raft<TypeConfig>,
     /// Its state machine.
     pub sm: KvStateMachine,
+    /// Its log store.
+    pub log: crate::log_store::LogStore,
+    /// The admin API's bearer token; `None` closes the admin API.
+    pub token: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/kv", get(kv_list))
         .route("/kv/batch", post(kv_batch))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/admin/status", get(admin_status))
+        .route("/admin/snapshot", post(admin_snapshot))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(state))
 }
@@ -302,4 +308,133 @@ async fn kv_batch(State(s): Shared, body: Bytes) -> Response {
         })
         .collect();
     write(&s, Request { commands }).await
+}
+
+/// Checks the bearer token; the refusal to send, if any: 401 without it or
+/// with a wrong one, 403 when the node has no token (admin API closed).
+fn refuse(s: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = s.token.as_deref() else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                Json(ErrorBody::new(
+                    "the admin API is closed: no token is configured",
+                )),
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare in constant time.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        None
+    } else {
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(ErrorBody::new("missing or wrong bearer token")),
+            )
+                .into_response(),
+        )
+    }
+}
+
+/// `GET /admin/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Node id.
+    pub id: NodeId,
+    /// `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Last applied index.
+    pub last_applied: Option<u64>,
+    /// Live log facts.
+    pub log: crate::log_store::LogStats,
+    /// Snapshot counters.
+    pub snapshots: crate::state_machine::SnapshotStats,
+    /// The newest snapshot: id, kind, last index, layers.
+    pub current_snapshot: Option<serde_json::Value>,
+    /// Keys in the state.
+    pub keys: usize,
+    /// The state's hash.
+    pub state_hash: String,
+}
+
+async fn admin_status(State(s): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    let m = s.raft.metrics().borrow().clone();
+    let current = s.sm.current_manifest().map(|m| {
+        serde_json::json!({
+            "id": m.id,
+            "kind": m.kind,
+            "last_index": m.last_log_id.map(|l| l.index),
+            "layers": 1 + m.deltas.len(),
+            "chain_bytes": m.chain_bytes(),
+        })
+    });
+    Json(Status {
+        id: m.id,
+        role: format!("{:?}", m.state),
+        term: m.current_term,
+        leader: m.current_leader,
+        last_applied: m.last_applied.map(|l| l.index),
+        log: s.log.stats(),
+        snapshots: s.sm.stats(),
+        current_snapshot: current,
+        keys: s.sm.len(),
+        state_hash: s.sm.state_hash(),
+    })
+    .into_response()
+}
+
+/// `POST /admin/snapshot?kind=full|incremental` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// The kind; default: what the chain calls for.
+    pub kind: Option<crate::snapshot::SnapshotKind>,
+}
+
+async fn admin_snapshot(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(q): Query<SnapshotQuery>,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    if let Some(kind) = q.kind {
+        s.sm.request_kind(kind, "operator (admin API)");
+    }
+    match s.sm.build(None).await {
+        Ok(m) => Json(serde_json::json!({
+            "id": m.id,
+            "kind": m.kind,
+            "last_index": m.last_log_id.map(|l| l.index),
+            "bytes_written": m.bytes_written,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorBody::new(e.to_string())),
+        )
+            .into_response(),
+    }
 }

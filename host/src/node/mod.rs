@@ -141,6 +141,8 @@ impl Node {
         let app = api::router(api::AppState {
             raft: raft.clone(),
             sm: sm.clone(),
+            log: log.clone(),
+            token: config.token.clone(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod log_cmd;
+mod node_cmd;
 mod policy_cmd;
 mod snapshot_cmd;
 
@@ -27,6 +28,24 @@ enum Command {
     /// List, verify and restore snapshots in a store.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
+    /// Run a node (until Ctrl-C or SIGTERM).
+    Serve {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Show a node's status (admin API; token from --token or RAMROD_TOKEN).
+    Status {
+        /// The node's URL, e.g. http://127.0.0.1:7001.
+        #[arg(long)]
+        node: String,
+        /// The admin bearer token.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +60,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
+        Command::Serve { config } => node_cmd::serve(config),
+        Command::Status { node, token, json } => node_cmd::status(node, token, json),
     };
     match result {
         Ok(code) => code,
