@@ -152,22 +152,26 @@ async fn snapshot_run(store: Arc<dyn SnapshotStore>, keys: u64) -> (Run, Manifes
     )
 }
 
+/// The `i`-th entry of an apply run: 10 puts spread over the key space.
+fn ten_puts(i: u64, keys: u64, round: u64) -> Vec<Command> {
+    (0..10)
+        .map(|j| {
+            let k = (i * 7919 + j) % keys;
+            Command::Put {
+                key: key(k),
+                value: value(k, round),
+            }
+        })
+        .collect()
+}
+
 /// Apply throughput (entries of 10 puts per second) for `d`.
 async fn apply_rate(b: &mut Bench, keys: u64, d: Duration, round: u64) -> f64 {
     let t = Instant::now();
     let mut n = 0u64;
     let mut i = 0u64;
     while t.elapsed() < d {
-        let cmds = (0..10)
-            .map(|j| {
-                let k = (i * 7919 + j) % keys;
-                Command::Put {
-                    key: key(k),
-                    value: value(k, round),
-                }
-            })
-            .collect();
-        b.apply(cmds).await;
+        b.apply(ten_puts(i, keys, round)).await;
         i += 1;
         n += 1;
     }
@@ -244,16 +248,7 @@ fn main() {
             let mut n = 0u64;
             let mut i = 0u64;
             while !build.is_finished() {
-                let cmds = (0..10)
-                    .map(|j| {
-                        let k = (i * 7919 + j) % keys;
-                        Command::Put {
-                            key: key(k),
-                            value: value(k, 200 + round),
-                        }
-                    })
-                    .collect();
-                b.apply(cmds).await;
+                b.apply(ten_puts(i, keys, 200 + round)).await;
                 i += 1;
                 n += 1;
             }

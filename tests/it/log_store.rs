@@ -42,10 +42,7 @@ fn openraft_storage_suite() {
     .unwrap();
 }
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
@@ -53,7 +50,7 @@ use openraft::{CommittedLeaderId, EntryPayload};
 use ramrod::log_store::{LogOptions, LogStoreError};
 use ramrod::raft::{Entry, LogId, Request, Vote};
 
-use crate::support::Rng;
+use crate::support::{Rng, run_then_kill};
 
 fn entry(term: u64, index: u64, payload: Vec<u8>) -> Entry {
     Entry {
@@ -113,24 +110,8 @@ fn kill9_keeps_every_acknowledged_entry() {
     let mut rng = Rng::new(2024);
     let (mut acked, mut acked_purge, mut acked_term) = (0u64, 0u64, 0u64);
     for round in 0..24 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_log-crash-child"))
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_millis(20 + rng.below(250));
-        let mut apply = |line: &str| {
+        let run = Duration::from_millis(20 + rng.below(250));
+        for line in run_then_kill(env!("CARGO_BIN_EXE_log-crash-child"), dir.path(), run) {
             let (what, n) = line.split_once(' ').unwrap();
             let n: u64 = n.parse().unwrap();
             match what {
@@ -139,19 +120,6 @@ fn kill9_keeps_every_acknowledged_entry() {
                 "VOTE" => acked_term = acked_term.max(n),
                 other => panic!("unexpected line {other}"),
             }
-        };
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            apply(&line);
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        // Lines written before the kill were acknowledged too.
-        for line in rx.try_iter() {
-            apply(&line);
         }
 
         let store = LogStore::open(dir.path(), Durability::Durable).unwrap();

@@ -8,10 +8,8 @@
 //! missing server fails the run instead of skipping.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::storage::RaftStateMachine;
@@ -23,7 +21,7 @@ use ramrod::snapshot::{
 };
 use ramrod::state_machine::KvStateMachine;
 
-use crate::support::Rng;
+use crate::support::{Rng, run_then_kill};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -570,24 +568,9 @@ fn kill9_while_writing_snapshots() {
     let mut rng = Rng::new(99);
     let mut acked = 0u64;
     for round in 0..24 {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_snapshot-crash-child"))
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_millis(50 + rng.below(400));
-        let mut apply_line = |line: &str| {
+        let run = Duration::from_millis(50 + rng.below(400));
+        let exe = env!("CARGO_BIN_EXE_snapshot-crash-child");
+        for line in run_then_kill(exe, dir.path(), run) {
             let (what, rest) = line.split_once(' ').unwrap();
             match what {
                 "SNAP" => acked = acked.max(rest.parse().unwrap()),
@@ -602,18 +585,6 @@ fn kill9_while_writing_snapshots() {
                 }
                 other => panic!("unexpected line {other}"),
             }
-        };
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            apply_line(&line);
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        for line in rx.try_iter() {
-            apply_line(&line);
         }
     }
     // The parent restores too, with full verification.

@@ -130,3 +130,26 @@ pub fn random_facts(rng: &mut Rng) -> Facts {
         },
     }
 }
+
+/// Runs `exe DIR` for `run`, kills it with SIGKILL, and returns every line
+/// it printed before it died (each one acknowledges something durable).
+pub fn run_then_kill(exe: &str, dir: &std::path::Path, run: std::time::Duration) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(exe)
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(run);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
