@@ -196,6 +196,24 @@ fn three_nodes_replicate_and_answer_over_http() {
         assert_eq!(snap["kind"], "full");
         assert_eq!(follower.sm.current_manifest().unwrap().keys, 50);
 
+        let r = http
+            .get(url(leader, "/admin/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        for line in [
+            "ramrod_raft_is_leader 1",
+            "ramrod_state_keys 50",
+            "ramrod_snapshots_total{kind=\"full\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        let r = http.get(url(leader, "/admin/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+
         for n in nodes {
             n.shutdown().await;
         }

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/admin/status", get(admin_status))
         .route("/admin/snapshot", post(admin_snapshot))
+        .route("/admin/metrics", get(admin_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(state))
 }
@@ -437,4 +438,128 @@ async fn admin_snapshot(
         )
             .into_response(),
     }
+}
+
+/// Renders the node's metrics in the Prometheus text format.
+pub fn metrics_text(s: &AppState) -> String {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+
+    let m = s.raft.metrics().borrow().clone();
+    let log = s.log.stats();
+    let snaps = s.sm.stats();
+    let mut reg = Registry::with_prefix("ramrod");
+    let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        reg.register(name, help, g);
+    };
+    let counter = |reg: &mut Registry, name: &str, help: &str, v: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        reg.register(name, help, c);
+    };
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    gauge(
+        &mut reg,
+        "raft_term",
+        "Current Raft term",
+        i(m.current_term),
+    );
+    gauge(
+        &mut reg,
+        "raft_is_leader",
+        "1 if this node is the leader",
+        i64::from(m.current_leader == Some(m.id)),
+    );
+    gauge(
+        &mut reg,
+        "raft_last_applied_index",
+        "Last applied log index",
+        i(m.last_applied.map_or(0, |l| l.index)),
+    );
+    gauge(
+        &mut reg,
+        "log_entries",
+        "Entries in the log",
+        i(log.entries),
+    );
+    gauge(
+        &mut reg,
+        "log_bytes",
+        "Bytes of encoded entries in the log",
+        i(log.bytes),
+    );
+    gauge(
+        &mut reg,
+        "log_first_index",
+        "First index in the log",
+        i(log.first_index),
+    );
+    gauge(
+        &mut reg,
+        "log_last_index",
+        "Last index in the log",
+        i(log.last_index),
+    );
+    let rate: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    rate.set(log.append_rate);
+    reg.register("log_append_rate", "Smoothed appends per second", rate);
+    let snapshots = Family::<Vec<(String, String)>, Counter>::default();
+    snapshots
+        .get_or_create(&vec![("kind".into(), "full".into())])
+        .inc_by(snaps.full);
+    snapshots
+        .get_or_create(&vec![("kind".into(), "incremental".into())])
+        .inc_by(snaps.incremental);
+    reg.register("snapshots", "Snapshots written, by kind", snapshots);
+    counter(
+        &mut reg,
+        "snapshot_bytes_written",
+        "Segment bytes written by snapshots",
+        snaps.bytes_written,
+    );
+    counter(
+        &mut reg,
+        "snapshots_installed",
+        "Snapshots installed from another node",
+        snaps.installed,
+    );
+    counter(
+        &mut reg,
+        "snapshot_bytes_fetched",
+        "Segment bytes fetched while installing snapshots",
+        snaps.bytes_fetched,
+    );
+    gauge(
+        &mut reg,
+        "state_keys",
+        "Keys in the state",
+        i(s.sm.len() as u64),
+    );
+    gauge(
+        &mut reg,
+        "state_dirty_keys",
+        "Keys changed since the last snapshot",
+        i(snaps.dirty_keys),
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
+    out
+}
+
+async fn admin_metrics(State(s): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics_text(&s),
+    )
+        .into_response()
 }
