@@ -165,6 +165,31 @@ fn ten_puts(i: u64, keys: u64, round: u64) -> Vec<Command> {
         .collect()
 }
 
+/// The full vs incremental table of one store.
+fn snapshot_table(report: &mut String, title: &str, run: &Run) {
+    let _ = writeln!(report, "## {title}\n");
+    let _ = writeln!(report, "| | time | bytes written |");
+    let _ = writeln!(report, "|---|---:|---:|");
+    let _ = writeln!(
+        report,
+        "| full snapshot | {:.0} ms | {} |",
+        ms(run.full.0),
+        run.full.1
+    );
+    let _ = writeln!(
+        report,
+        "| incremental, 1% changed | {:.1} ms | {} |",
+        ms(run.incr.0),
+        run.incr.1
+    );
+    let _ = writeln!(
+        report,
+        "| incremental / full | {:.2}% | {:.2}% |",
+        100.0 * run.incr.0.as_secs_f64() / run.full.0.as_secs_f64(),
+        100.0 * run.incr.1 as f64 / run.full.1 as f64
+    );
+}
+
 /// Apply throughput (entries of 10 puts per second) for `d`.
 async fn apply_rate(b: &mut Bench, keys: u64, d: Duration, round: u64) -> f64 {
     let t = Instant::now();
@@ -265,27 +290,8 @@ fn main() {
         (mid(normals), mid(durings), times[1])
     });
 
-    let _ = writeln!(report, "## Local directory store\n");
-    let _ = writeln!(report, "| | time | bytes written |");
-    let _ = writeln!(report, "|---|---:|---:|");
-    let _ = writeln!(
-        report,
-        "| full snapshot | {:.0} ms | {} |",
-        ms(run.full.0),
-        run.full.1
-    );
-    let _ = writeln!(
-        report,
-        "| incremental, 1% changed | {:.1} ms | {} |",
-        ms(run.incr.0),
-        run.incr.1
-    );
-    let _ = writeln!(
-        report,
-        "| incremental / full | {:.2}% | {:.2}% |\n",
-        100.0 * run.incr.0.as_secs_f64() / run.full.0.as_secs_f64(),
-        100.0 * run.incr.1 as f64 / run.full.1 as f64
-    );
+    snapshot_table(&mut report, "Local directory store", &run);
+    let _ = writeln!(report);
     let _ = writeln!(
         report,
         "Restore of base + {} deltas ({} segment bytes), cold page cache, median of 5 alternating:\n",
@@ -334,27 +340,8 @@ fn main() {
             };
             let store: Arc<dyn SnapshotStore> = Arc::new(S3Store::new(&cfg).unwrap());
             let (run, ..) = rt.block_on(snapshot_run(store, keys));
-            let _ = writeln!(report, "\n## S3 store (SeaweedFS on loopback)\n");
-            let _ = writeln!(report, "| | time | bytes written |");
-            let _ = writeln!(report, "|---|---:|---:|");
-            let _ = writeln!(
-                report,
-                "| full snapshot | {:.0} ms | {} |",
-                ms(run.full.0),
-                run.full.1
-            );
-            let _ = writeln!(
-                report,
-                "| incremental, 1% changed | {:.1} ms | {} |",
-                ms(run.incr.0),
-                run.incr.1
-            );
-            let _ = writeln!(
-                report,
-                "| incremental / full | {:.2}% | {:.2}% |",
-                100.0 * run.incr.0.as_secs_f64() / run.full.0.as_secs_f64(),
-                100.0 * run.incr.1 as f64 / run.full.1 as f64
-            );
+            let _ = writeln!(report);
+            snapshot_table(&mut report, "S3 store (SeaweedFS on loopback)", &run);
             let _ = writeln!(
                 report,
                 "| restore of base + {} deltas | {:.0} ms | {} read |",

@@ -64,12 +64,7 @@ async fn leader(nodes: &[Node]) -> u64 {
 
 #[test]
 fn three_nodes_replicate_and_answer_over_http() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    crate::support::rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let nodes = start_cluster(dir.path()).await;
         let leader_id = leader(&nodes).await;

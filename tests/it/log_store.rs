@@ -50,7 +50,7 @@ use openraft::{CommittedLeaderId, EntryPayload};
 use ramrod::log_store::{LogOptions, LogStoreError};
 use ramrod::raft::{Entry, LogId, Request, Vote};
 
-use crate::support::{Rng, run_then_kill};
+use crate::support::{Rng, rt, run_then_kill};
 
 fn entry(term: u64, index: u64, payload: Vec<u8>) -> Entry {
     Entry {
@@ -63,14 +63,6 @@ fn entries(term: u64, range: std::ops::Range<u64>) -> Vec<Entry> {
     range
         .map(|i| entry(term, i, vec![(i % 251) as u8; 64]))
         .collect()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Waits for the background deletion of purged entries, failing after `limit`.

@@ -21,17 +21,9 @@ use ramrod::snapshot::{
 };
 use ramrod::state_machine::KvStateMachine;
 
-use crate::support::{Rng, run_then_kill};
+use crate::support::{Rng, rt, run_then_kill};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Small segments and blocks, so a few hundred keys span many of each;
 /// everything retained; no grace period.

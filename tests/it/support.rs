@@ -153,3 +153,13 @@ pub fn run_then_kill(exe: &str, dir: &std::path::Path, run: std::time::Duration)
     child.wait().unwrap();
     reader.join().unwrap()
 }
+
+/// The multi-threaded runtime the async tests run on (2 workers, as the
+/// machine has 2 cores).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -574,15 +574,8 @@ impl Snapshots {
     /// If the store cannot list.
     pub async fn names(&self) -> Result<Vec<String>, SnapshotError> {
         let prefix = format!("{}/", self.group);
-        let mut names: Vec<String> = self
-            .store
-            .list_manifests()
-            .await?
-            .into_iter()
-            .filter(|o| o.name.starts_with(&prefix))
-            .map(|o| o.name)
-            .collect();
-        names.sort_unstable_by(|a, b| b.cmp(a));
+        let mut names = manifest_names(self.store.as_ref()).await?;
+        names.retain(|n| n.starts_with(&prefix));
         Ok(names)
     }
 
@@ -757,6 +750,22 @@ impl Snapshots {
     }
 }
 
+/// Every manifest name in `store` (`group/id`), newest first within a group
+/// (ids sort by last log index, then creation time).
+///
+/// # Errors
+/// If the store cannot list.
+pub async fn manifest_names(store: &dyn SnapshotStore) -> Result<Vec<String>, StoreError> {
+    let mut names: Vec<String> = store
+        .list_manifests()
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(names)
+}
+
 /// The outcome of verifying one manifest.
 #[derive(Debug)]
 pub struct Verified {
@@ -779,13 +788,8 @@ pub struct Verified {
 pub async fn verify_store(
     store: std::sync::Arc<dyn SnapshotStore>,
 ) -> Result<Vec<Verified>, SnapshotError> {
-    let mut names: Vec<String> = store
-        .list_manifests()
-        .await?
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
-    names.sort();
+    let mut names = manifest_names(store.as_ref()).await?;
+    names.reverse();
     let mut out = Vec::new();
     for name in names {
         let group = name.split('/').next().unwrap_or_default().to_string();

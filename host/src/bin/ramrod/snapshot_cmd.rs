@@ -63,14 +63,7 @@ type Listing = Vec<(String, Result<Manifest, String>)>;
 /// Manifests by group, newest first, with a decode error where one failed.
 async fn by_group(store: &Arc<dyn SnapshotStore>) -> Result<BTreeMap<String, Listing>> {
     let mut groups: BTreeMap<String, Listing> = BTreeMap::new();
-    let mut names: Vec<String> = store
-        .list_manifests()
-        .await?
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
-    names.sort_unstable_by(|a, b| b.cmp(a));
-    for name in names {
+    for name in snapshot::manifest_names(store.as_ref()).await? {
         let group = name.split('/').next().unwrap_or_default().to_string();
         let m = match store.get_manifest(&name).await {
             Ok(b) => Manifest::decode(&b),
