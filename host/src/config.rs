@@ -116,6 +116,9 @@ pub struct RaftTiming {
     pub election_max_ms: u64,
     /// Timeout of one RPC between nodes.
     pub rpc_timeout_ms: u64,
+    /// Timeout of a snapshot install on a follower, which includes fetching
+    /// the segments it lacks.
+    pub install_timeout_ms: u64,
 }
 
 impl Default for RaftTiming {
@@ -125,6 +128,7 @@ impl Default for RaftTiming {
             election_min_ms: 400,
             election_max_ms: 800,
             rpc_timeout_ms: 2_000,
+            install_timeout_ms: 60_000,
         }
     }
 }

@@ -27,11 +27,35 @@ use openraft::{
     StoredMembership,
 };
 
-use crate::raft::{Command, Entry, LogId, NodeId, Request, Response, StorageError, TypeConfig};
-use crate::snapshot::{
-    self, KvMap, Manifest, Membership, RestoreReport, SnapshotError, SnapshotKind, SnapshotStore,
-    Snapshots, WriteRequest, entry_hash,
+use crate::raft::{
+    Command, Entry, LogId, NodeId, PolicySpec, Request, Response, StorageError, TypeConfig,
 };
+use crate::snapshot::{
+    self, KvMap, Manifest, Membership, RestoreReport, SegmentSource, SnapshotError, SnapshotKind,
+    SnapshotStore, Snapshots, WriteRequest, entry_hash,
+};
+
+/// The key under which the state holds the cluster's policy. Keys that start
+/// with `0xFF` are reserved: client commands never read or change them (and
+/// the HTTP API, whose keys are UTF-8, cannot name them), but they are part
+/// of the state, its hash and its snapshots.
+pub const POLICY_KEY: &[u8] = b"\xfframrod/policy";
+
+/// Whether `key` is reserved for ramrod (starts with `0xFF`).
+pub fn is_reserved(key: &[u8]) -> bool {
+    key.first() == Some(&0xFF)
+}
+
+/// The cluster's policy as the state holds it: what a rollout entry set, and
+/// the index of that entry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedPolicy {
+    /// The log index of the rollout entry: every node runs this policy for
+    /// every decision made after applying it.
+    pub index: u64,
+    /// The policy.
+    pub spec: Arc<PolicySpec>,
+}
 
 /// Counters about snapshots, for metrics and the controller.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +70,8 @@ pub struct SnapshotStats {
     pub installed: u64,
     /// Segment bytes fetched from elsewhere while installing.
     pub bytes_fetched: u64,
+    /// Segment bytes fetched by the last install.
+    pub last_install_fetched: u64,
     /// Keys changed since the last snapshot.
     pub dirty_keys: u64,
 }
@@ -70,6 +96,16 @@ struct Inner {
     membership: Membership,
     /// The newest snapshot and its encoded manifest.
     current: Option<(Manifest, Vec<u8>)>,
+    /// A snapshot built by [`KvStateMachine::build`] that openraft has not
+    /// been told about yet: its next `build_snapshot` returns it.
+    handoff: Option<Manifest>,
+    /// Bytes of keys and values in the state.
+    bytes: u64,
+    /// A rollout entry applied by the last `apply` call.
+    policy_changed: Option<AppliedPolicy>,
+    /// The last snapshot installed from another node, and the segment
+    /// bytes that install fetched.
+    last_install: Option<(Manifest, u64)>,
     /// What the next build should be, and who asked.
     next: Option<(SnapshotKind, String)>,
     stats: SnapshotStats,
@@ -79,6 +115,7 @@ impl Inner {
     fn with_state(state: KvMap, hash: u128) -> Inner {
         Inner {
             len: state.len(),
+            bytes: state.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
             base: Arc::new(state),
             hash,
             ..Inner::default()
@@ -90,6 +127,23 @@ impl Inner {
             Some(v) => v.as_ref(),
             None => self.base.get(key),
         }
+    }
+
+    /// The policy the state holds, if a rollout set one.
+    fn stored_policy(&self) -> Option<AppliedPolicy> {
+        let bytes = self.get(POLICY_KEY)?;
+        match postcard::from_bytes(bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "the state's policy record does not decode; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Keys visible to clients.
+    fn client_len(&self) -> usize {
+        self.len - usize::from(self.get(POLICY_KEY).is_some())
     }
 
     /// The base, for writing; only called when no writer holds it.
@@ -118,8 +172,12 @@ impl Inner {
 
     fn put(&mut self, key: Bytes, value: Bytes) -> bool {
         self.hash = self.hash.wrapping_add(entry_hash(&key, &value));
-        match self.get(&key) {
-            Some(old) => self.hash = self.hash.wrapping_sub(entry_hash(&key, old)),
+        self.bytes += (key.len() + value.len()) as u64;
+        match self.get(&key).map(|old| (entry_hash(&key, old), old.len())) {
+            Some((old_hash, old_len)) => {
+                self.hash = self.hash.wrapping_sub(old_hash);
+                self.bytes -= (key.len() + old_len) as u64;
+            }
             None => self.len += 1,
         }
         self.set(key.clone(), Some(value.clone()));
@@ -128,10 +186,12 @@ impl Inner {
     }
 
     fn delete(&mut self, key: &[u8]) -> bool {
-        let Some(old) = self.get(key) else {
+        let Some((old_hash, old_len)) = self.get(key).map(|old| (entry_hash(key, old), old.len()))
+        else {
             return false;
         };
-        self.hash = self.hash.wrapping_sub(entry_hash(key, old));
+        self.hash = self.hash.wrapping_sub(old_hash);
+        self.bytes -= (key.len() + old_len) as u64;
         self.len -= 1;
         let key = Bytes::copy_from_slice(key);
         self.set(key.clone(), None);
@@ -174,12 +234,16 @@ impl Inner {
                 if base.peek().is_some_and(|(bk, _)| *bk == k) {
                     base.next();
                 }
-                if let Some(v) = v {
+                if let Some(v) = v
+                    && !is_reserved(k)
+                {
                     out.push((k.clone(), v.clone()));
                 }
             } else {
                 let (k, v) = base.next().expect("peeked");
-                out.push((k.clone(), v.clone()));
+                if !is_reserved(k) {
+                    out.push((k.clone(), v.clone()));
+                }
             }
         }
         out
@@ -203,14 +267,27 @@ impl Inner {
         self.overlay.is_empty()
     }
 
-    fn apply(&mut self, req: Request) -> Response {
+    /// Applies the commands of the entry at `index`. Client commands never
+    /// touch reserved keys (scans skip them; puts and deletes of them are
+    /// ignored).
+    fn apply(&mut self, req: Request, index: u64) -> Response {
         let mut changed = 0u64;
         for c in req.commands {
             match c {
+                Command::Put { key, .. } | Command::Delete { key } if is_reserved(&key) => {}
                 Command::Put { key, value } => {
                     changed += u64::from(self.put(Bytes::from(key), Bytes::from(value)));
                 }
                 Command::Delete { key } => changed += u64::from(self.delete(&key)),
+                Command::SetPolicy(spec) => {
+                    let applied = AppliedPolicy {
+                        index,
+                        spec: Arc::new(spec),
+                    };
+                    let value = postcard::to_allocvec(&applied).expect("a policy serializes");
+                    self.put(Bytes::from_static(POLICY_KEY), Bytes::from(value));
+                    self.policy_changed = Some(applied);
+                }
                 Command::DeleteRange { start, end } => {
                     if start < end {
                         let doomed: Vec<Bytes> = self
@@ -247,7 +324,9 @@ struct Shared {
     /// One snapshot build or install at a time.
     build: tokio::sync::Mutex<()>,
     /// Where to fetch segments the store lacks when installing.
-    source: Mutex<Option<Arc<dyn SnapshotStore>>>,
+    source: Mutex<Option<Arc<dyn SegmentSource>>>,
+    /// The cluster's policy as last applied (or restored).
+    policy: tokio::sync::watch::Sender<Option<AppliedPolicy>>,
     /// Snapshots to keep (a policy may change it).
     retain: std::sync::atomic::AtomicUsize,
 }
@@ -284,6 +363,7 @@ impl KvStateMachine {
             report.loaded = Some(loaded);
         }
         let retain = snapshots.config().retain;
+        let policy = inner.stored_policy();
         Ok((
             KvStateMachine {
                 shared: Arc::new(Shared {
@@ -291,6 +371,7 @@ impl KvStateMachine {
                     snapshots,
                     build: tokio::sync::Mutex::new(()),
                     source: Mutex::new(None),
+                    policy: tokio::sync::watch::Sender::new(policy),
                     retain: std::sync::atomic::AtomicUsize::new(retain),
                 }),
             },
@@ -321,9 +402,33 @@ impl KvStateMachine {
         )
     }
 
-    /// Number of keys.
+    /// Number of keys (reserved keys not counted).
     pub fn len(&self) -> usize {
-        self.lock().len
+        self.lock().client_len()
+    }
+
+    /// Bytes of keys and values in the state.
+    pub fn state_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// The cluster's policy as the state holds it (set by the last rollout
+    /// entry applied or restored), if any.
+    pub fn policy(&self) -> Option<AppliedPolicy> {
+        self.shared.policy.borrow().clone()
+    }
+
+    /// Follows the cluster's policy: the receiver sees every change, in
+    /// apply order (a rollout, or a snapshot install or restore).
+    pub fn subscribe_policy(&self) -> tokio::sync::watch::Receiver<Option<AppliedPolicy>> {
+        self.shared.policy.subscribe()
+    }
+
+    /// Tells openraft about a snapshot [`build`](Self::build) wrote: the
+    /// next `build_snapshot` openraft runs (after `trigger().snapshot()`)
+    /// returns `manifest` instead of writing a new one.
+    pub fn hand_off(&self, manifest: Manifest) {
+        self.lock().handoff = Some(manifest);
     }
 
     /// Whether no key is set.
@@ -350,6 +455,12 @@ impl KvStateMachine {
         }
     }
 
+    /// The last snapshot installed from another node since this state
+    /// machine opened, with the segment bytes its install fetched.
+    pub fn last_install(&self) -> Option<(Manifest, u64)> {
+        self.lock().last_install.clone()
+    }
+
     /// The newest snapshot's manifest.
     pub fn current_manifest(&self) -> Option<Manifest> {
         self.lock().current.as_ref().map(|(m, _)| m.clone())
@@ -369,7 +480,7 @@ impl KvStateMachine {
 
     /// Where to fetch segments this node's store lacks when installing a
     /// snapshot from another node.
-    pub fn set_segment_source(&self, source: Option<Arc<dyn SnapshotStore>>) {
+    pub fn set_segment_source(&self, source: Option<Arc<dyn SegmentSource>>) {
         *self.shared.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
     }
 
@@ -486,11 +597,21 @@ impl KvStateMachine {
         let stats = std::mem::take(&mut inner.stats);
         *inner = Inner::with_state(loaded.state, loaded.state_hash);
         inner.stats = stats;
+        inner.last_install = Some((manifest.clone(), fetched));
         inner.last_applied = manifest.last_log_id;
         inner.membership = manifest.membership.clone();
         inner.current = Some((manifest.clone(), manifest.encode()));
         inner.stats.installed += 1;
         inner.stats.bytes_fetched += fetched;
+        inner.stats.last_install_fetched = fetched;
+        let policy = inner.stored_policy();
+        drop(inner);
+        self.shared.policy.send_if_modified(|p| {
+            let changed = *p != policy;
+            *p = policy;
+            changed
+        });
+        tracing::info!(snapshot = %manifest.id, fetched, "installed a snapshot from the leader");
         Ok(fetched)
     }
 
@@ -505,9 +626,13 @@ impl KvStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for KvStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let m = self.build(None).await.map_err(|e| {
-            StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
-        })?;
+        let handed = self.lock().handoff.take();
+        let m = match handed {
+            Some(m) => m,
+            None => self.build(None).await.map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
+            })?,
+        };
         Ok(Snapshot {
             meta: Self::meta_of(&m),
             snapshot: Box::new(Cursor::new(m.encode())),
@@ -530,17 +655,26 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     {
         let mut inner = self.lock();
         let mut out = Vec::new();
+        let mut policy = None;
         for e in entries {
             inner.last_applied = Some(e.log_id);
             let r = match e.payload {
                 EntryPayload::Blank => Response::default(),
-                EntryPayload::Normal(req) => inner.apply(req),
+                EntryPayload::Normal(req) => inner.apply(req, e.log_id.index),
                 EntryPayload::Membership(m) => {
                     inner.membership = StoredMembership::new(Some(e.log_id), m);
                     Response::default()
                 }
             };
             out.push(r);
+            if let Some(p) = inner.policy_changed.take() {
+                policy = Some(p);
+            }
+        }
+        drop(inner);
+        if let Some(p) = policy {
+            tracing::info!(index = p.index, policy = %p.spec.label, "applied a policy rollout");
+            self.shared.policy.send_replace(Some(p));
         }
         Ok(out)
     }
@@ -611,20 +745,26 @@ mod tests {
         }
     }
 
+    impl Inner {
+        fn apply_test(&mut self, req: Request) -> Response {
+            self.apply(req, 1)
+        }
+    }
+
     #[test]
     fn commands_apply_in_order_and_keep_the_hash() {
         let mut inner = Inner::default();
-        let r = inner.apply(Request {
+        let r = inner.apply_test(Request {
             commands: vec![put("a/1"), put("a/2"), put("b/1"), put("c")],
         });
         assert_eq!(r.changed_keys, 4);
-        let r = inner.apply(Request {
+        let r = inner.apply_test(Request {
             commands: vec![Command::DeletePrefix {
                 prefix: b"a/".to_vec(),
             }],
         });
         assert_eq!(r.changed_keys, 2);
-        let r = inner.apply(Request {
+        let r = inner.apply_test(Request {
             commands: vec![Command::DeleteRange {
                 start: b"b".to_vec(),
                 end: b"c".to_vec(),
@@ -635,7 +775,7 @@ mod tests {
             inner.base.keys().collect::<Vec<_>>(),
             vec![&Bytes::from("c")]
         );
-        let r = inner.apply(Request {
+        let r = inner.apply_test(Request {
             commands: vec![Command::Delete {
                 key: b"zz".to_vec(),
             }],
@@ -643,7 +783,7 @@ mod tests {
         assert_eq!(r.changed_keys, 0);
         assert_eq!(inner.hash, snapshot::state_hash(&inner.base));
         assert_eq!(inner.dirty.len(), 4, "every key touched is dirty");
-        inner.apply(Request {
+        inner.apply_test(Request {
             commands: vec![Command::Put {
                 key: b"c".to_vec(),
                 value: b"w".to_vec(),
@@ -655,12 +795,12 @@ mod tests {
     #[test]
     fn a_frozen_base_is_untouched_and_the_overlay_merges_back() {
         let mut inner = Inner::default();
-        inner.apply(Request {
+        inner.apply_test(Request {
             commands: vec![put("a"), put("b"), put("c")],
         });
         inner.frozen = true;
         let frozen = inner.base.clone();
-        inner.apply(Request {
+        inner.apply_test(Request {
             commands: vec![
                 put("d"),
                 Command::Delete { key: b"a".to_vec() },

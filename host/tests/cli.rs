@@ -326,23 +326,21 @@ impl Drop for Reap {
     }
 }
 
-/// `ramrod serve` runs a single-node cluster; `ramrod status` reads it with
-/// the right token and is refused without it.
-#[test]
-fn serve_and_status() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `ramrod serve` for a one-node cluster with `token` and `extra`
+/// config; returns the process (killed on drop) and the node's URL.
+fn serve_one(dir: &tempfile::TempDir, token: &str, extra: &str) -> (Reap, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let cfg = config(
-        &dir,
+        dir,
         &format!(
-            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata-dir = \"data\"\ntoken = \"test-token-123\"\n"
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata-dir = \"data\"\ntoken = \"{token}\"\n{extra}"
         ),
     );
-    let _server = Reap(
+    let server = Reap(
         Command::new(env!("CARGO_BIN_EXE_ramrod"))
             .args(["serve", "--config", &cfg])
             .env("RUST_LOG", "off")
@@ -350,7 +348,15 @@ fn serve_and_status() {
             .spawn()
             .unwrap(),
     );
-    let url = format!("http://127.0.0.1:{port}");
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// `ramrod serve` runs a single-node cluster; `ramrod status` reads it with
+/// the right token and is refused without it.
+#[test]
+fn serve_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_one(&dir, "test-token-123", "");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let out = loop {
         let o = ramrod(&[
@@ -387,4 +393,111 @@ fn serve_and_status() {
         .unwrap();
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("no token"), "{err}");
+}
+
+/// `ramrod policy swap` changes a running node's policy (locally, and
+/// cluster-wide through the log), refuses what does not load, and
+/// `ramrod policy decisions` shows the audit log.
+#[test]
+fn policy_swap_and_decisions_on_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_one(&dir, "t0k-t0k-t0k", "\n[policy]\nname = \"entries\"\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let policy_of = || {
+        let o = ramrod(&["status", "--node", &url, "--token", "t0k-t0k-t0k", "--json"]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap())
+    };
+    while policy_of().is_none_or(|v| v["role"] != "Leader") {
+        assert!(std::time::Instant::now() < deadline, "the node never led");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(policy_of().unwrap()["policy"]["name"], "entries");
+
+    let o = ramrod(&[
+        "policy",
+        "swap",
+        "--node",
+        &url,
+        "--token",
+        "t0k-t0k-t0k",
+        "adaptive",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("this node only"), "{out}");
+    let v = policy_of().unwrap();
+    assert_eq!(v["policy"]["name"], "adaptive");
+    assert_eq!(v["policy"]["origin"], "local");
+
+    let o = ramrod(&[
+        "policy",
+        "swap",
+        "--cluster",
+        "--node",
+        &url,
+        "--token",
+        "t0k-t0k-t0k",
+        &fixture("wrong-world.wasm"),
+    ]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("refused"), "{err}");
+
+    let o = ramrod(&[
+        "policy",
+        "swap",
+        "--cluster",
+        "--node",
+        &url,
+        "--token",
+        "t0k-t0k-t0k",
+        "bytes-or-age",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("at log index"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while policy_of().unwrap()["policy"]["origin"] != "rollout" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never applied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(policy_of().unwrap()["policy"]["name"], "bytes-or-age");
+
+    let o = ramrod(&[
+        "policy",
+        "decisions",
+        "--node",
+        &url,
+        "--token",
+        "t0k-t0k-t0k",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("entries") || out.contains("adaptive"), "{out}");
+}
+
+/// `ramrod demo` runs a short cluster session end to end: hot swap, kill -9
+/// and restart, and the final check of every acknowledged write.
+#[test]
+fn the_demo_runs_and_verifies_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let o = ramrod(&["demo", "--seconds", "16", "--dir", data.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for needle in [
+        ">>> hot swap: rolled out bytes-or-age",
+        ">>> kill -9 node",
+        ">>> restarting node",
+        "recovered",
+        "every acknowledged write is on every node",
+        "policy bytes-or-age from rollout",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from\n{out}");
+    }
 }

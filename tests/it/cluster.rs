@@ -7,11 +7,11 @@ use std::time::Duration;
 use ramrod::config::{NodeConfig, Peer};
 use ramrod::node::Node;
 
-const TOKEN: &str = "cluster-test-token";
+pub(crate) const TOKEN: &str = "cluster-test-token";
 
 /// Free loopback ports (bound then released; the OS does not hand them out
 /// again at once).
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -21,7 +21,7 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-fn config(id: u64, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
+pub(crate) fn config(id: u64, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
     let mut c = NodeConfig::parse(&format!("id = {id}\ndata-dir = \"x\"\n")).unwrap();
     c.listen = format!("127.0.0.1:{}", ports[id as usize - 1])
         .parse()
@@ -41,7 +41,7 @@ fn config(id: u64, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
     c
 }
 
-async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
+pub(crate) async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
     let ports = free_ports(3);
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -51,7 +51,7 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
     nodes
 }
 
-async fn leader(nodes: &[Node]) -> u64 {
+pub(crate) async fn leader(nodes: &[Node]) -> u64 {
     nodes[0]
         .raft
         .wait(Some(Duration::from_secs(10)))
@@ -202,7 +202,9 @@ fn three_nodes_replicate_and_answer_over_http() {
         for line in [
             "ramrod_raft_is_leader 1",
             "ramrod_state_keys 50",
-            "ramrod_snapshots_total{kind=\"full\"} 0",
+            "ramrod_snapshots_total{kind=\"full\"} ",
+            "ramrod_policy_decisions_total{by=\"policy\"} ",
+            "ramrod_log_purged_entries_total ",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -1,6 +1,7 @@
 //! ramrod's integration tests: one binary, one module per feature.
 
 mod cluster;
+mod compaction;
 mod log_store;
 mod policy;
 mod snapshot;

@@ -117,6 +117,7 @@ async fn apply(sm: &mut KvStateMachine, model: &mut Model, index: u64, commands:
                 }
             }
             Command::DeletePrefix { prefix } => model.retain(|k, _| !k.starts_with(prefix)),
+            Command::SetPolicy(_) => unreachable!("the model's histories have no rollouts"),
         }
     }
     let e = Entry {

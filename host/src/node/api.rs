@@ -2,7 +2,8 @@
 //! key-value API (JSON).
 //!
 //! Client API:
-//! - `GET /kv/{key}`: the value (linearizable read), 404 if unset;
+//! - `GET /kv/{key}`: the value (linearizable read; `?local=true` reads this
+//!   node's state as it is, from any node), 404 if unset;
 //! - `PUT /kv/{key}` with the value as the body; `DELETE /kv/{key}`;
 //! - `GET /kv?prefix=P&limit=N`: pairs in key order (JSON);
 //! - `POST /kv/batch` with `{"commands": [...]}`: applied atomically.
@@ -41,6 +42,10 @@ pub struct AppState {
     pub log: crate::log_store::LogStore,
     /// The admin API's bearer token; `None` closes the admin API.
     pub token: Option<String>,
+    /// The compaction controller.
+    pub controller: super::controller::ControllerHandle,
+    /// How the node came up.
+    pub recovery: Arc<super::Recovery>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,12 +60,15 @@ pub fn router(state: AppState) -> Router {
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
+        .route("/raft/segment/{name}", get(raft_segment))
         .route("/kv", get(kv_list))
         .route("/kv/batch", post(kv_batch))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/admin/status", get(admin_status))
         .route("/admin/snapshot", post(admin_snapshot))
         .route("/admin/metrics", get(admin_metrics))
+        .route("/admin/decisions", get(admin_decisions))
+        .route("/admin/policy", get(admin_policy).put(admin_policy_put))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(state))
 }
@@ -116,6 +124,27 @@ async fn raft_snapshot(State(s): Shared, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => postcard_reply(&s.raft.install_snapshot(req).await),
         Err(e) => bad_request(e),
+    }
+}
+
+/// A snapshot segment from this node's store, for a follower installing a
+/// snapshot.
+async fn raft_segment(State(s): Shared, Path(name): Path<String>) -> Response {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return bad_request("a segment name is its hash in hex");
+    }
+    match s.sm.snapshots().store().get_segment(&name).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(crate::snapshot::StoreError::NotFound { .. }) => (
+            StatusCode::NOT_FOUND,
+            Json(ErrorBody::new(format!("no segment {name}"))),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorBody::new(e.to_string())),
+        )
+            .into_response(),
     }
 }
 
@@ -180,8 +209,20 @@ async fn linearizable(s: &AppState) -> Result<(), Response> {
     }
 }
 
-async fn kv_get(State(s): Shared, Path(key): Path<String>) -> Response {
-    if let Err(r) = linearizable(&s).await {
+/// `GET /kv/{key}` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Read this node's state as it is, without asking the leader: possibly
+    /// stale, served by any node.
+    #[serde(default)]
+    pub local: bool,
+}
+
+async fn kv_get(State(s): Shared, Path(key): Path<String>, Query(q): Query<ReadQuery>) -> Response {
+    if !q.local
+        && let Err(r) = linearizable(&s).await
+    {
         return r;
     }
     match s.sm.get(key.as_bytes()) {
@@ -212,6 +253,9 @@ pub struct ListQuery {
     pub prefix: String,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// Read this node's state without asking the leader (possibly stale).
+    #[serde(default)]
+    pub local: bool,
 }
 
 /// One pair of a listing.
@@ -228,7 +272,9 @@ async fn kv_list(State(s): Shared, Query(q): Query<ListQuery>) -> Response {
     if limit > 10_000 {
         return bad_request("limit must be at most 10000");
     }
-    if let Err(r) = linearizable(&s).await {
+    if !q.local
+        && let Err(r) = linearizable(&s).await
+    {
         return r;
     }
     let pairs: Vec<Pair> =
@@ -374,6 +420,58 @@ pub struct Status {
     pub keys: usize,
     /// The state's hash.
     pub state_hash: String,
+    /// The running policy.
+    pub policy: PolicyStatus,
+    /// The controller's counters.
+    pub controller: super::controller::ControllerStats,
+    /// How the node came up.
+    pub recovery: super::Recovery,
+}
+
+/// The running policy, as `GET /admin/policy` and the status show it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// Its name (`native-entries` when only the native fallback runs).
+    pub name: String,
+    /// Its full hash (empty for the native one).
+    pub hash: String,
+    /// Where it was loaded from.
+    pub source: String,
+    /// Its configuration (TOML text).
+    pub config: String,
+    /// `config`, `rollout` or `local`.
+    pub origin: String,
+    /// For a rollout: the index of its entry.
+    pub index: Option<u64>,
+    /// The last rollout this node could not load.
+    pub last_error: Option<String>,
+    /// The policy host's counters.
+    pub stats: crate::policy::PolicyStats,
+}
+
+fn policy_status(s: &AppState) -> PolicyStatus {
+    let shared = s.controller.shared();
+    let host = shared.host();
+    let origin = shared.origin();
+    let (name, hash, source, config) = match host.active_meta() {
+        Some(m) => (m.name, m.hash, m.source, m.config),
+        None => (
+            crate::policy::NATIVE_NAME.to_string(),
+            String::new(),
+            "native".into(),
+            String::new(),
+        ),
+    };
+    PolicyStatus {
+        name,
+        hash,
+        source,
+        config,
+        origin: origin.origin,
+        index: origin.index,
+        last_error: origin.last_error,
+        stats: host.stats(),
+    }
 }
 
 async fn admin_status(State(s): Shared, headers: HeaderMap) -> Response {
@@ -401,6 +499,9 @@ async fn admin_status(State(s): Shared, headers: HeaderMap) -> Response {
         current_snapshot: current,
         keys: s.sm.len(),
         state_hash: s.sm.state_hash(),
+        policy: policy_status(&s),
+        controller: s.controller.shared().stats(),
+        recovery: (*s.recovery).clone(),
     })
     .into_response()
 }
@@ -421,10 +522,7 @@ async fn admin_snapshot(
     if let Some(r) = refuse(&s, &headers) {
         return r;
     }
-    if let Some(kind) = q.kind {
-        s.sm.request_kind(kind, "operator (admin API)");
-    }
-    match s.sm.build(None).await {
+    match s.controller.snapshot(q.kind).await {
         Ok(m) => Json(serde_json::json!({
             "id": m.id,
             "kind": m.kind,
@@ -432,11 +530,7 @@ async fn admin_snapshot(
             "bytes_written": m.bytes_written,
         }))
         .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(ErrorBody::new(e.to_string())),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(ErrorBody::new(e))).into_response(),
     }
 }
 
@@ -545,6 +639,83 @@ pub fn metrics_text(s: &AppState) -> String {
         "Keys changed since the last snapshot",
         i(snaps.dirty_keys),
     );
+    let ps = s.controller.shared().host().stats();
+    let cs = s.controller.shared().stats();
+    let decisions = Family::<Vec<(String, String)>, Counter>::default();
+    for (by, n) in [
+        ("policy", ps.by_policy),
+        ("fallback", ps.by_fallback),
+        ("native", ps.by_native),
+    ] {
+        decisions
+            .get_or_create(&vec![("by".into(), by.into())])
+            .inc_by(n);
+    }
+    reg.register(
+        "policy_decisions",
+        "Compaction decisions, by who made them",
+        decisions,
+    );
+    let failures = Family::<Vec<(String, String)>, Counter>::default();
+    for (kind, n) in &ps.failures {
+        failures
+            .get_or_create(&vec![("kind".into(), kind.to_string())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "policy_failures",
+        "Failed policy calls (the fallback decided), by kind",
+        failures,
+    );
+    counter(
+        &mut reg,
+        "policy_clamped",
+        "Decisions the host had to clamp",
+        ps.clamped,
+    );
+    counter(
+        &mut reg,
+        "policy_rollbacks",
+        "Policies rolled back after repeated failures",
+        ps.rollbacks,
+    );
+    counter(&mut reg, "policy_swaps", "Policy swaps", ps.swaps);
+    let builds = Family::<Vec<(String, String)>, Counter>::default();
+    builds
+        .get_or_create(&vec![("kind".into(), "full".into())])
+        .inc_by(cs.builds_full);
+    builds
+        .get_or_create(&vec![("kind".into(), "incremental".into())])
+        .inc_by(cs.builds_incremental);
+    reg.register(
+        "controller_builds",
+        "Snapshot builds the controller started, by kind",
+        builds,
+    );
+    counter(
+        &mut reg,
+        "controller_build_failures",
+        "Snapshot builds that failed",
+        cs.build_failures,
+    );
+    counter(
+        &mut reg,
+        "controller_queued",
+        "Snapshot requests queued behind a running build",
+        cs.queued,
+    );
+    counter(
+        &mut reg,
+        "controller_purges",
+        "Purges asked of Raft",
+        cs.purges,
+    );
+    counter(
+        &mut reg,
+        "log_purged_entries",
+        "Entries purged from the log's head",
+        cs.purged_entries,
+    );
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
     out
@@ -562,4 +733,166 @@ async fn admin_metrics(State(s): Shared, headers: HeaderMap) -> Response {
         metrics_text(&s),
     )
         .into_response()
+}
+
+/// `GET /admin/decisions?limit=N` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsQuery {
+    /// The newest N decisions (default 50, at most the audit log's size).
+    pub limit: Option<usize>,
+}
+
+async fn admin_decisions(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(q): Query<DecisionsQuery>,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(50);
+    if limit > super::controller::AUDIT_CAPACITY {
+        return bad_request(format!(
+            "limit must be at most {}",
+            super::controller::AUDIT_CAPACITY
+        ));
+    }
+    Json(s.controller.shared().audit(limit)).into_response()
+}
+
+async fn admin_policy(State(s): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    Json(policy_status(&s)).into_response()
+}
+
+/// `PUT /admin/policy` parameters. The body is the component (`.wasm`)
+/// unless `builtin` names a built-in policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyQuery {
+    /// A built-in policy by name instead of a body.
+    pub builtin: Option<String>,
+    /// The policy's configuration (TOML text); default empty.
+    #[serde(default)]
+    pub config: String,
+    /// A label for messages (default: `builtin:NAME` or `upload`).
+    pub label: Option<String>,
+    /// Roll out to the whole cluster through the Raft log (on the leader)
+    /// instead of swapping this node's policy only.
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+/// What a policy swap or rollout answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyReply {
+    /// The policy's name.
+    pub name: String,
+    /// Its hash.
+    pub hash: String,
+    /// `local` or `cluster`.
+    pub scope: String,
+    /// For a rollout: the index of its entry; every node runs the policy
+    /// from there on.
+    pub index: Option<u64>,
+    /// Decisions of the dry run the host would clamp, by scenario.
+    pub dry_run_clamps: Vec<(String, Vec<crate::sdk::Clamp>)>,
+}
+
+async fn admin_policy_put(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(q): Query<PolicyQuery>,
+    body: Bytes,
+) -> Response {
+    use crate::policy::{PolicySource, builtin, builtin_names, dry_run};
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    let (label, wasm) = match (&q.builtin, body.is_empty()) {
+        (Some(name), true) => match builtin(name) {
+            Some(b) => (format!("builtin:{name}"), b.to_vec()),
+            None => {
+                return bad_request(format!(
+                    "no built-in policy {name:?} (there are: {})",
+                    builtin_names().join(", ")
+                ));
+            }
+        },
+        (Some(_), false) => return bad_request("give either builtin= or a body, not both"),
+        (None, true) => {
+            return bad_request("the body must be a policy component (.wasm), or use builtin=");
+        }
+        (None, false) => (
+            q.label.clone().unwrap_or_else(|| "upload".into()),
+            body.to_vec(),
+        ),
+    };
+    let label = q.label.clone().unwrap_or(label);
+    let host = s.controller.shared().host().clone();
+    if !q.cluster {
+        let source = PolicySource::Bytes {
+            label,
+            bytes: wasm.into(),
+        };
+        let config = q.config.clone();
+        let h = host.clone();
+        return match tokio::task::spawn_blocking(move || h.swap(&source, &config)).await {
+            Ok(Ok(report)) => {
+                s.controller.shared().note_local_swap();
+                s.controller.check();
+                Json(PolicyReply {
+                    name: report.meta.name,
+                    hash: report.meta.hash,
+                    scope: "local".into(),
+                    index: None,
+                    dry_run_clamps: report.dry_run_clamps,
+                })
+                .into_response()
+            }
+            Ok(Err(e)) => bad_request(format!("policy refused: {e}")),
+            Err(e) => bad_request(format!("policy refused: {e}")),
+        };
+    }
+    // A rollout: validate here, before the entry enters the log.
+    let (bytes, lbl, config) = (wasm.clone(), label.clone(), q.config.clone());
+    let h = host.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let (policy, _) = h.runtime().load(&bytes, &lbl, &config)?;
+        let (_, clamps) = dry_run(&policy, h.bounds())?;
+        Ok::<_, crate::policy::PolicyError>((policy.meta().clone(), clamps))
+    })
+    .await;
+    let (meta, clamps) = match checked {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return bad_request(format!("policy refused: {e}")),
+        Err(e) => return bad_request(format!("policy refused: {e}")),
+    };
+    let spec = crate::raft::PolicySpec {
+        label,
+        wasm,
+        config: q.config.clone(),
+    };
+    let req = Request {
+        commands: vec![Command::SetPolicy(spec)],
+    };
+    match s.raft.client_write(req).await {
+        Ok(r) => Json(PolicyReply {
+            name: meta.name,
+            hash: meta.hash,
+            scope: "cluster".into(),
+            index: Some(r.log_id.index),
+            dry_run_clamps: clamps,
+        })
+        .into_response(),
+        Err(e) => raft_error(e, |api| match api {
+            ClientWriteError::ForwardToLeader(f) => {
+                Some((f.leader_id, f.leader_node.as_ref().map(|n| n.addr.clone())))
+            }
+            ClientWriteError::ChangeMembershipError(_) => None,
+        }),
+    }
 }

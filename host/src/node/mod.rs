@@ -6,6 +6,7 @@
 //! controller.
 
 pub mod api;
+pub mod controller;
 pub mod network;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 
 use crate::config::NodeConfig;
 use crate::log_store::LogStore;
+use crate::policy::{PolicyHost, PolicyRuntime, PolicySource};
 use crate::raft::{NodeId, TypeConfig};
 use crate::snapshot::{DirStore, S3Store, SnapshotStore, Snapshots};
 use crate::state_machine::KvStateMachine;
@@ -44,6 +46,9 @@ pub enum NodeError {
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The configured policy could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -52,6 +57,29 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// How a node came up: the snapshot chain it restored and the log tail
+/// openraft replayed on top.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Recovery {
+    /// The snapshot restored, if any.
+    pub snapshot: Option<String>,
+    /// The last log index it covers.
+    pub snapshot_index: Option<u64>,
+    /// Its layers (base + deltas).
+    pub layers: usize,
+    /// Segment bytes read and verified.
+    pub bytes_read: u64,
+    /// Newer snapshots skipped as damaged.
+    pub skipped: usize,
+    /// Time to restore the snapshot.
+    pub restore_ms: u64,
+    /// The applied index once Raft had started (snapshot plus the replayed
+    /// log tail).
+    pub applied_at_ready: Option<u64>,
+    /// Time from opening the stores to Raft running.
+    pub ready_ms: u64,
 }
 
 /// A running node.
@@ -64,6 +92,9 @@ pub struct Node {
     pub log: LogStore,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its compaction controller.
+    pub controller: controller::ControllerHandle,
+    controller_task: tokio::task::JoinHandle<()>,
     config: NodeConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -99,10 +130,13 @@ impl Node {
         };
         let group = format!("node-{}", config.id);
         let snaps = Arc::new(Snapshots::new(store, &group, config.snapshots.clone()));
+        let started = std::time::Instant::now();
         let (sm, report) = KvStateMachine::open(snaps).await?;
+        let restore_ms = started.elapsed().as_millis() as u64;
         for (name, why) in &report.skipped {
             tracing::warn!(snapshot = %name, reason = %why, "skipped a damaged snapshot at start-up");
         }
+        let (host, origin) = start_policy(&config, &sm).await?;
 
         let t = &config.raft;
         let raft_config = openraft::Config {
@@ -112,12 +146,13 @@ impl Node {
             election_timeout_max: t.election_max_ms,
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
-            install_snapshot_timeout: t.rpc_timeout_ms.max(1_000),
+            install_snapshot_timeout: t.install_timeout_ms.max(t.rpc_timeout_ms),
             ..Default::default()
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         let network = network::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms));
+        let in_flight = network.in_flight();
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -127,6 +162,39 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        // A follower installing a snapshot fetches the segments its store
+        // lacks from the leader.
+        sm.set_segment_source(Some(Arc::new(network::LeaderSource::new(
+            raft.metrics(),
+            Duration::from_millis(t.install_timeout_ms),
+        ))));
+        let recovery = Arc::new(Recovery {
+            snapshot: report.loaded.as_ref().map(|l| l.manifest.id.clone()),
+            snapshot_index: report
+                .loaded
+                .as_ref()
+                .and_then(|l| l.manifest.last_log_id)
+                .map(|l| l.index),
+            layers: report
+                .loaded
+                .as_ref()
+                .map_or(0, |l| 1 + l.manifest.deltas.len()),
+            bytes_read: report.loaded.as_ref().map_or(0, |l| l.bytes_read),
+            skipped: report.skipped.len(),
+            restore_ms,
+            applied_at_ready: sm.last_applied().map(|l| l.index),
+            ready_ms: started.elapsed().as_millis() as u64,
+        });
+        let (controller, controller_task) = controller::start(controller::Parts {
+            id: config.id,
+            raft: raft.clone(),
+            sm: sm.clone(),
+            log: log.clone(),
+            host,
+            data_dir: config.data_dir.clone(),
+            in_flight,
+            origin,
+        });
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -143,6 +211,8 @@ impl Node {
             sm: sm.clone(),
             log: log.clone(),
             token: config.token.clone(),
+            controller: controller.clone(),
+            recovery,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -158,6 +228,8 @@ impl Node {
             sm,
             log,
             addr,
+            controller,
+            controller_task,
             config,
             stop: Some(stop),
             server: Some(server),
@@ -191,6 +263,7 @@ impl Node {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.controller_task.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -199,4 +272,55 @@ impl Node {
         }
         let _ = self.log.flush().await;
     }
+}
+
+/// The policy host with the node's first policy in: the one the state holds
+/// (the last rollout), else the configured one.
+async fn start_policy(
+    config: &NodeConfig,
+    sm: &KvStateMachine,
+) -> Result<(Arc<PolicyHost>, controller::PolicyOrigin), NodeError> {
+    let runtime = PolicyRuntime::new(
+        config.limits.clone(),
+        Some(config.data_dir.join("policy-cache")),
+    )?;
+    let host = Arc::new(PolicyHost::new(runtime, config.bounds.clone(), "")?);
+    let mut origin = controller::PolicyOrigin::default();
+    if let Some(applied) = sm.policy() {
+        let h = host.clone();
+        let spec = applied.spec.clone();
+        let swapped = tokio::task::spawn_blocking(move || {
+            let source = PolicySource::Bytes {
+                label: spec.label.clone(),
+                bytes: spec.wasm.clone().into(),
+            };
+            h.swap(&source, &spec.config)
+        })
+        .await
+        .map_err(|e| NodeError::Raft(format!("loading the policy: {e}")))?;
+        match swapped {
+            Ok(_) => {
+                origin.origin = "rollout".into();
+                origin.index = Some(applied.index);
+                return Ok((host, origin));
+            }
+            Err(e) => {
+                tracing::error!(index = applied.index, error = %e, "the rolled-out policy in the state does not load here; using the configured one");
+                origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
+            }
+        }
+    }
+    let source = match (&config.policy.file, config.policy.builtin()) {
+        (Some(f), _) => PolicySource::File(f.clone()),
+        (None, Some(name)) => PolicySource::Builtin(name.to_string()),
+        (None, None) => PolicySource::Builtin("adaptive".into()),
+    };
+    let text = toml::to_string(&config.policy.config)
+        .map_err(|e| NodeError::Config(format!("policy.config: {e}")))?;
+    let h = host.clone();
+    tokio::task::spawn_blocking(move || h.swap(&source, &text))
+        .await
+        .map_err(|e| NodeError::Raft(format!("loading the policy: {e}")))??;
+    origin.origin = "config".into();
+    Ok((host, origin))
 }

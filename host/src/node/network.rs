@@ -3,7 +3,9 @@
 //!
 //! The server side is in [`super::api`]; both use [`encode`] and [`decode`].
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
@@ -36,26 +38,63 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     postcard::from_bytes(b).map_err(|e| format!("malformed RPC body: {e}"))
 }
 
+/// Snapshot transfers this leader has in flight, by target: the last log
+/// index the snapshot covers (the target needs every entry after it) and
+/// when the transfer was last active. The controller never purges past them.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<Mutex<BTreeMap<NodeId, (u64, Instant)>>>);
+
+/// How long a failed transfer still counts as in flight: openraft retries it.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(30);
+
+impl InFlight {
+    fn start(&self, target: NodeId, index: u64) {
+        self.lock().insert(target, (index, Instant::now()));
+    }
+
+    fn done(&self, target: NodeId) {
+        self.lock().remove(&target);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, (u64, Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshot index in flight to `target`, if any.
+    pub fn get(&self, target: NodeId) -> Option<u64> {
+        let mut map = self.lock();
+        map.retain(|_, (_, at)| at.elapsed() < IN_FLIGHT_GRACE);
+        map.get(&target).map(|(i, _)| *i)
+    }
+}
+
 /// Creates an [`HttpClient`] per target.
 #[derive(Clone, Debug)]
 pub struct HttpNetwork {
     client: reqwest::Client,
     timeout: Duration,
+    in_flight: InFlight,
 }
 
 impl HttpNetwork {
-    /// A network whose RPCs time out after `timeout`.
+    /// A network whose RPCs time out after `timeout` (snapshot installs
+    /// after openraft's `install_snapshot_timeout`).
     ///
     /// # Panics
     /// If the HTTP client cannot be built (no TLS is configured, so it can).
     pub fn new(timeout: Duration) -> Self {
         HttpNetwork {
             client: reqwest::Client::builder()
-                .timeout(timeout)
                 .build()
                 .expect("a plain HTTP client builds"),
             timeout,
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// The snapshot transfers in flight from this node.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 }
 
@@ -69,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             node: node.clone(),
             base: format!("http://{}", node.addr),
             timeout: self.timeout,
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -81,18 +121,18 @@ pub struct HttpClient {
     node: BasicNode,
     base: String,
     timeout: Duration,
+    in_flight: InFlight,
 }
 
 type Rpc<R, E> = Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl HttpClient {
-    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Rpc<Resp, E>
+    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, timeout: Duration) -> Rpc<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let timeout = option.hard_ttl().min(self.timeout);
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
@@ -131,7 +171,8 @@ impl RaftNetwork<TypeConfig> for HttpClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("/raft/append", &rpc, &option).await
+        let timeout = option.hard_ttl().min(self.timeout);
+        self.call("/raft/append", &rpc, timeout).await
     }
 
     async fn install_snapshot(
@@ -139,7 +180,16 @@ impl RaftNetwork<TypeConfig> for HttpClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call("/raft/snapshot", &rpc, &option).await
+        // The follower fetches the segments it lacks before it answers the
+        // last chunk: that may take longer than an ordinary RPC.
+        let index = rpc.meta.last_log_id.map_or(0, |l| l.index);
+        self.in_flight.start(self.target, index);
+        let done = rpc.done;
+        let result = self.call("/raft/snapshot", &rpc, option.hard_ttl()).await;
+        if done && result.is_ok() {
+            self.in_flight.done(self.target);
+        }
+        result
     }
 
     async fn vote(
@@ -147,6 +197,86 @@ impl RaftNetwork<TypeConfig> for HttpClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Rpc<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call("/raft/vote", &rpc, &option).await
+        let timeout = option.hard_ttl().min(self.timeout);
+        self.call("/raft/vote", &rpc, timeout).await
+    }
+}
+
+/// Fetches snapshot segments from the current leader over HTTP
+/// (`GET /raft/segment/{name}`): how a follower that does not share the
+/// leader's store gets the segments it lacks.
+#[derive(Debug)]
+pub struct LeaderSource {
+    client: reqwest::Client,
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+}
+
+impl LeaderSource {
+    /// A source that follows `metrics` to find the leader.
+    ///
+    /// # Panics
+    /// If the HTTP client cannot be built (no TLS is configured, so it can).
+    pub fn new(
+        metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+        timeout: Duration,
+    ) -> Self {
+        LeaderSource {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("a plain HTTP client builds"),
+            metrics,
+        }
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        let m = self.metrics.borrow();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::snapshot::SegmentSource for LeaderSource {
+    fn describe_source(&self) -> String {
+        match self.leader_addr() {
+            Some(a) => format!("leader at http://{a}"),
+            None => "the leader (unknown)".into(),
+        }
+    }
+
+    async fn fetch_segment(&self, name: &str) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
+        let err = |reason: String| crate::snapshot::StoreError::Other {
+            store: self.describe_source(),
+            key: name.to_string(),
+            reason,
+        };
+        let addr = self
+            .leader_addr()
+            .ok_or_else(|| err("no leader is known".into()))?;
+        let resp = self
+            .client
+            .get(format!("http://{addr}/raft/segment/{name}"))
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(crate::snapshot::StoreError::NotFound {
+                store: self.describe_source(),
+                key: name.to_string(),
+            });
+        }
+        if !status.is_success() {
+            return Err(err(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        Ok(body)
     }
 }

@@ -97,7 +97,7 @@ pub struct SwapReport {
 }
 
 /// Counters since the host started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PolicyStats {
     /// Decisions made.
     pub decisions: u64,

@@ -61,6 +61,41 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
+    /// Makes `PolicySpec` the cluster's compaction policy from this entry's
+    /// index on (a cluster-wide rollout). Only the admin API proposes it,
+    /// after validating the module.
+    SetPolicy(PolicySpec),
+}
+
+/// A compaction policy as the cluster's state holds it: the component
+/// itself, so every node, including one restored from a snapshot or joining
+/// later, runs exactly the same bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    /// Where it came from (`builtin:NAME` or a file name), for messages.
+    pub label: String,
+    /// The component.
+    #[serde(with = "serde_bytes")]
+    pub wasm: Vec<u8>,
+    /// Its configuration (TOML text).
+    pub config: String,
+}
+
+impl fmt::Debug for PolicySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicySpec")
+            .field("label", &self.label)
+            .field("wasm_bytes", &self.wasm.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl PolicySpec {
+    /// The blake3 hash of the component, hex (as `PolicyMeta::hash`).
+    pub fn hash(&self) -> String {
+        blake3::hash(&self.wasm).to_hex().to_string()
+    }
 }
 
 /// What a client asks the cluster to apply: a batch of commands applied

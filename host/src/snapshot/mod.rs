@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 pub use manifest::{Layer, Manifest, Membership, SegmentRef, SnapshotKind};
-pub use store::{DirStore, ObjectInfo, S3Config, S3Store, SnapshotStore, StoreError};
+pub use store::{
+    DirStore, ObjectInfo, S3Config, S3Store, SegmentSource, SnapshotStore, StoreError, StoreSource,
+};
 
 use crate::raft::LogId;
 
@@ -705,7 +707,7 @@ impl Snapshots {
     pub async fn fetch_missing(
         &self,
         manifest: &Manifest,
-        source: Option<&dyn SnapshotStore>,
+        source: Option<&dyn SegmentSource>,
     ) -> Result<u64, SnapshotError> {
         let mut fetched = 0;
         for seg in manifest.segments() {
@@ -718,7 +720,7 @@ impl Snapshots {
                     key: seg.name.clone(),
                 }));
             };
-            let bytes = source.get_segment(&seg.name).await?;
+            let bytes = source.fetch_segment(&seg.name).await?;
             let actual = segment::name_of(&bytes);
             if actual != seg.name {
                 return Err(SnapshotError::Segment {

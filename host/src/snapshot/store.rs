@@ -59,6 +59,30 @@ pub struct ObjectInfo {
     pub modified: SystemTime,
 }
 
+/// Where a node installing a snapshot gets the segments its own store lacks:
+/// another store (a shared object store), or the leader over HTTP.
+#[async_trait::async_trait]
+pub trait SegmentSource: Send + Sync + Debug {
+    /// A short description for messages.
+    fn describe_source(&self) -> String;
+    /// Reads a segment. The caller verifies it against its name.
+    async fn fetch_segment(&self, name: &str) -> Result<Bytes, StoreError>;
+}
+
+/// A snapshot store used as a [`SegmentSource`].
+#[derive(Debug, Clone)]
+pub struct StoreSource(pub std::sync::Arc<dyn SnapshotStore>);
+
+#[async_trait::async_trait]
+impl SegmentSource for StoreSource {
+    fn describe_source(&self) -> String {
+        self.0.describe()
+    }
+    async fn fetch_segment(&self, name: &str) -> Result<Bytes, StoreError> {
+        self.0.get_segment(name).await
+    }
+}
+
 /// A snapshot store.
 #[async_trait::async_trait]
 pub trait SnapshotStore: Send + Sync + Debug {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod log_cmd;
 mod node_cmd;
 mod policy_cmd;
@@ -19,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a 3-node cluster on loopback under a microVM workload: live
+    /// progress, a policy hot swap, kill -9 and restart of a follower, and a
+    /// check of every acknowledged write on every node.
+    Demo(demo::DemoArgs),
     /// Inspect, check and try compaction policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),

@@ -37,29 +37,45 @@ pub fn serve(config: PathBuf) -> Result<ExitCode> {
     })
 }
 
+/// The admin token: `--token`, else `RAMROD_TOKEN`.
+pub fn token_or_env(token: Option<String>) -> Result<String> {
+    token
+        .or_else(|| std::env::var("RAMROD_TOKEN").ok())
+        .context("no token: pass --token or set RAMROD_TOKEN")
+}
+
+/// A runtime for one-shot admin calls.
+pub fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `GET {base}{path}` on the admin API; the body, or an error naming the
+/// node and its answer.
+pub async fn admin_get(base: &str, path: &str, token: &str) -> Result<String> {
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("reaching {base}"))?;
+    let code = r.status();
+    let text = r.text().await?;
+    if !code.is_success() {
+        bail!("{base} answered {code}: {text}");
+    }
+    Ok(text)
+}
+
 /// Prints a node's status.
 pub fn status(node: String, token: Option<String>, json: bool) -> Result<ExitCode> {
-    let token = token
-        .or_else(|| std::env::var("RAMROD_TOKEN").ok())
-        .context("no token: pass --token or set RAMROD_TOKEN")?;
+    let token = token_or_env(token)?;
     let base = node.trim_end_matches('/').to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let r = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?
-            .get(format!("{base}/admin/status"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("reaching {base}"))?;
-        let code = r.status();
-        let text = r.text().await?;
-        if !code.is_success() {
-            bail!("{base} answered {code}: {text}");
-        }
+    client_runtime()?.block_on(async {
+        let text = admin_get(&base, "/admin/status", &token).await?;
         let v: serde_json::Value = serde_json::from_str(&text)?;
         if json {
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -87,6 +103,27 @@ pub fn status(node: String, token: Option<String>, json: bool) -> Result<ExitCod
                 "state       {} keys, hash {}",
                 v["keys"],
                 v["state_hash"].as_str().unwrap_or("?")
+            );
+            let p = &v["policy"];
+            let hash = p["hash"].as_str().unwrap_or("");
+            println!(
+                "policy      {} ({}) from {}{}",
+                p["name"].as_str().unwrap_or("?"),
+                &hash[..12.min(hash.len())],
+                p["origin"].as_str().unwrap_or("?"),
+                p["index"]
+                    .as_u64()
+                    .map(|i| format!(" at index {i}"))
+                    .unwrap_or_default()
+            );
+            let c = &v["controller"];
+            println!(
+                "controller  {} decisions, {} builds, {} purges ({} entries)",
+                c["decisions"],
+                c["builds_full"].as_u64().unwrap_or(0)
+                    + c["builds_incremental"].as_u64().unwrap_or(0),
+                c["purges"],
+                c["purged_entries"]
             );
         }
         Ok(ExitCode::SUCCESS)

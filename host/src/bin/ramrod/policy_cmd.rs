@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ramrod::policy::{PolicyRuntime, PolicySource, SandboxLimits, builtin_names};
 use ramrod::sdk::testing::scenarios;
 use ramrod::sdk::{Bounds, Clamp, SnapshotKind, clamp};
+
+use crate::node_cmd::{admin_get, client_runtime, token_or_env};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -32,6 +34,44 @@ pub enum PolicyCommand {
     },
     /// List the built-in policies.
     List,
+    /// Swap a running node's policy, or roll it out to the whole cluster.
+    ///
+    /// The node validates the policy (compile, instantiate, configure, dry
+    /// run) before anything changes. With --cluster the policy goes through
+    /// the Raft log: every node runs it from the same log index on, and it
+    /// survives restarts. Without, only this node changes, until its next
+    /// restart or the next rollout.
+    Swap {
+        /// The node's URL, e.g. http://127.0.0.1:7001.
+        #[arg(long)]
+        node: String,
+        /// Roll out to every node through the Raft log (sent to the leader).
+        #[arg(long)]
+        cluster: bool,
+        /// The policy's config (the `[policy.config]` table), as a TOML file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The admin bearer token (default: RAMROD_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// A component file, or the name of a built-in policy.
+        policy: String,
+    },
+    /// Show a node's latest policy decisions (the audit log).
+    Decisions {
+        /// The node's URL.
+        #[arg(long)]
+        node: String,
+        /// The admin bearer token (default: RAMROD_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
@@ -48,7 +88,157 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
             limits,
             calls,
         } => check(&policy, config, limits, calls.max(1)),
+        PolicyCommand::Swap {
+            node,
+            cluster,
+            config,
+            token,
+            policy,
+        } => swap(&node, cluster, config, token, &policy),
+        PolicyCommand::Decisions {
+            node,
+            token,
+            limit,
+            json,
+        } => decisions(&node, token, limit, json),
     }
+}
+
+fn swap(
+    node: &str,
+    cluster: bool,
+    config: Option<PathBuf>,
+    token: Option<String>,
+    policy: &str,
+) -> Result<ExitCode> {
+    let token = token_or_env(token)?;
+    let config_text = read_toml_file(&config, "policy config")?;
+    let (builtin, body, label) = if builtin_names().contains(&policy) {
+        (
+            Some(policy.to_string()),
+            Vec::new(),
+            format!("builtin:{policy}"),
+        )
+    } else {
+        let path = PathBuf::from(policy);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {policy} (not a file, nor a built-in: {})",
+                builtin_names().join(", ")
+            )
+        })?;
+        let label = path
+            .file_name()
+            .map_or_else(|| policy.to_string(), |f| f.to_string_lossy().into_owned());
+        (None, bytes, label)
+    };
+    client_runtime()?.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let mut base = node.trim_end_matches('/').to_string();
+        // A rollout must go to the leader: follow one redirect.
+        for _ in 0..2 {
+            let mut url = reqwest::Url::parse(&format!("{base}/admin/policy"))
+                .with_context(|| format!("bad node URL {node}"))?;
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(b) = &builtin {
+                    q.append_pair("builtin", b);
+                }
+                q.append_pair("config", &config_text);
+                q.append_pair("label", &label);
+                q.append_pair("cluster", if cluster { "true" } else { "false" });
+            }
+            let r = client
+                .put(url)
+                .bearer_auth(&token)
+                .body(body.clone())
+                .send()
+                .await
+                .with_context(|| format!("reaching {base}"))?;
+            let code = r.status();
+            let text = r.text().await?;
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if code == reqwest::StatusCode::MISDIRECTED_REQUEST
+                && let Some(addr) = v["leader_addr"].as_str()
+            {
+                println!("{base} is not the leader; sending to http://{addr}");
+                base = format!("http://{addr}");
+                continue;
+            }
+            if !code.is_success() {
+                bail!(
+                    "{base} refused the policy ({code}): {}",
+                    v["error"].as_str().unwrap_or(&text)
+                );
+            }
+            let hash = v["hash"].as_str().unwrap_or("");
+            match v["index"].as_u64() {
+                Some(i) => println!(
+                    "rolled out {} ({}) to the cluster at log index {i}: every node runs it from there on",
+                    v["name"].as_str().unwrap_or("?"),
+                    &hash[..12.min(hash.len())]
+                ),
+                None => println!(
+                    "{base} now runs {} ({}) (this node only, until its restart or the next rollout)",
+                    v["name"].as_str().unwrap_or("?"),
+                    &hash[..12.min(hash.len())]
+                ),
+            }
+            if let Some(clamps) = v["dry_run_clamps"].as_array()
+                && !clamps.is_empty()
+            {
+                println!(
+                    "note: the host clamps its decisions in {} synthetic scenarios (see `ramrod policy check`)",
+                    clamps.len()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        bail!("no leader answered")
+    })
+}
+
+fn decisions(node: &str, token: Option<String>, limit: usize, json: bool) -> Result<ExitCode> {
+    let token = token_or_env(token)?;
+    let base = node.trim_end_matches('/');
+    client_runtime()?.block_on(async {
+        let text = admin_get(base, &format!("/admin/decisions?limit={limit}"), &token).await?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        for e in v.as_array().into_iter().flatten() {
+            let r = &e["record"];
+            let actions: Vec<&str> = e["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect();
+            println!(
+                "#{:<5} {:<24} {} ({}) by {}: {}{}{}",
+                e["seq"],
+                e["trigger"].as_str().unwrap_or(""),
+                r["policy"].as_str().unwrap_or("?"),
+                r["hash"].as_str().unwrap_or(""),
+                r["decided_by"]["by"].as_str().unwrap_or("?"),
+                r["decision"]["reason"].as_str().unwrap_or(""),
+                if actions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -> {}", actions.join("; "))
+                },
+                match r["clamps"].as_array() {
+                    Some(c) if !c.is_empty() => format!(" [clamped: {}]", c.len()),
+                    _ => String::new(),
+                }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn read_toml_file(path: &Option<PathBuf>, what: &str) -> Result<String> {

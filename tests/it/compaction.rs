@@ -1,0 +1,484 @@
+//! The compaction controller in a 3-node cluster (in one process, HTTP on
+//! loopback): built-in policies keep the log bounded, an idle cluster still
+//! compacts, a follower that was down catches up with one snapshot install
+//! that fetches only the segments it lacks, and a policy rolls out to every
+//! node at the same log index.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use ramrod::config::NodeConfig;
+use ramrod::node::Node;
+use ramrod::raft::Request;
+use ramrod::snapshot::{DirStore, SnapshotStore};
+
+use crate::cluster::{TOKEN, config, free_ports, leader};
+
+fn policy_config(
+    id: u64,
+    ports: &[u16],
+    dir: &Path,
+    policy: &str,
+    policy_toml: &str,
+) -> NodeConfig {
+    let mut c = config(id, ports, dir);
+    c.policy.name = Some(policy.into());
+    c.policy.config = toml::from_str(policy_toml).unwrap();
+    c
+}
+
+async fn start_with(dir: &Path, policy: &str, policy_toml: &str) -> (Vec<Node>, Vec<u16>) {
+    let ports = free_ports(3);
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let c = policy_config(id, &ports, dir, policy, policy_toml);
+        nodes.push(Node::start(c).await.unwrap());
+    }
+    nodes[0].initialize().await.unwrap();
+    (nodes, ports)
+}
+
+/// Writes `n` keys `{prefix}{i}` through `node` (the leader), `concurrency`
+/// at a time; every write must be acknowledged.
+async fn write_keys(node: &Node, prefix: &str, n: usize, concurrency: usize) {
+    let raft = node.raft.clone();
+    let prefix = prefix.to_string();
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let raft = raft.clone();
+            let key = format!("{prefix}{i:06}");
+            async move {
+                raft.client_write(Request::put(key, vec![b'v'; 100]))
+                    .await
+                    .expect("write acknowledged")
+            }
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// Waits until `cond` holds, up to `limit`; panics with `what` otherwise.
+async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn applied(n: &Node) -> u64 {
+    n.sm.last_applied().map_or(0, |l| l.index)
+}
+
+#[test]
+fn each_builtin_policy_keeps_the_log_bounded_under_writes() {
+    const WRITES: usize = 4_000;
+    let cases = [
+        (
+            "entries",
+            "snapshot_every = 500\nkeep_entries = 100\ncheck_ms = 50",
+        ),
+        (
+            "bytes-or-age",
+            "max_bytes = 65536\nkeep_entries = 100\ncheck_ms = 50",
+        ),
+        (
+            "adaptive",
+            "max_entries = 500\nkeep_entries = 100\nmin_check_ms = 20\nmax_check_ms = 200\nlag_budget_entries = 1000",
+        ),
+    ];
+    for (policy, cfg) in cases {
+        crate::support::rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (nodes, _) = start_with(dir.path(), policy, cfg).await;
+            let leader_id = leader(&nodes).await;
+            let lead = &nodes[leader_id as usize - 1];
+            // Sample the largest log any node holds while the writes run.
+            let logs: Vec<_> = nodes.iter().map(|n| n.log.clone()).collect();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut max = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for l in &logs {
+                            max = max.max(l.stats().entries);
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    max
+                })
+            };
+            write_keys(lead, "k/", WRITES, 32).await;
+            let last = applied(lead);
+            for n in &nodes {
+                eventually(Duration::from_secs(20), "every node applied", || {
+                    applied(n) >= last
+                })
+                .await;
+            }
+            // Once the writes are in, every node compacts to its bound.
+            for n in &nodes {
+                eventually(
+                    Duration::from_secs(20),
+                    &format!("{policy}: node {} compacted", n.id()),
+                    || n.log.stats().entries <= 1_000,
+                )
+                .await;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let max = sampler.await.unwrap();
+            assert!(
+                max < WRITES as u64 / 2,
+                "{policy}: a log held {max} entries of {WRITES} written"
+            );
+            for n in &nodes {
+                let c = n.controller.shared().stats();
+                assert!(
+                    c.builds_full + c.builds_incremental >= 2,
+                    "{policy}: node {} built {c:?}",
+                    n.id()
+                );
+                assert!(
+                    c.purged_entries > 0,
+                    "{policy}: node {} purged nothing",
+                    n.id()
+                );
+                let audit = n.controller.shared().audit(usize::MAX);
+                assert!(
+                    audit.iter().all(|e| e.record.policy == policy),
+                    "{policy}: every decision is the policy's"
+                );
+                assert!(audit.iter().any(|e| !e.actions.is_empty()));
+                assert_eq!(n.sm.len(), WRITES, "{policy}: node {} lost keys", n.id());
+            }
+            for n in nodes {
+                n.shutdown().await;
+            }
+        });
+    }
+}
+
+#[test]
+fn an_idle_cluster_compacts_under_bytes_or_age() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        // Far more bytes than will be written: only the age can trigger.
+        let cfg = "max_bytes = 1073741824\nmax_age_ms = 400\nkeep_entries = 0\ncheck_ms = 100";
+        let (nodes, _) = start_with(dir.path(), "bytes-or-age", cfg).await;
+        let leader_id = leader(&nodes).await;
+        write_keys(&nodes[leader_id as usize - 1], "idle/", 300, 16).await;
+        let last = applied(&nodes[leader_id as usize - 1]);
+        // No more writes. Each node's snapshot comes to cover everything and
+        // its log empties.
+        for n in &nodes {
+            eventually(
+                Duration::from_secs(20),
+                &format!("node {} snapshot covers the log and purges it", n.id()),
+                || {
+                    let covered =
+                        n.sm.current_manifest()
+                            .and_then(|m| m.last_log_id)
+                            .map_or(0, |l| l.index);
+                    covered >= last && n.log.stats().first_index > last
+                },
+            )
+            .await;
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
+
+/// Segment names in a node's snapshot directory.
+async fn segments_in(dir: &Path) -> BTreeSet<String> {
+    match DirStore::open(dir) {
+        Ok(store) => store
+            .list_segments()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// Stops node `id`, runs `during` (writes on the leader), restarts it and
+/// waits until it has applied everything. Returns the restarted node and
+/// the segments its store held while it was down.
+async fn down_while(
+    nodes: &mut Vec<Node>,
+    id: u64,
+    start: impl FnOnce() -> NodeConfig,
+    during: impl AsyncFnOnce(&Node),
+    dir: &Path,
+) -> BTreeSet<String> {
+    let pos = nodes.iter().position(|n| n.id() == id).unwrap();
+    nodes.remove(pos).shutdown().await;
+    let had = segments_in(&dir.join(format!("node-{id}")).join("snapshots")).await;
+    let lead = leader_of(nodes).await;
+    during(lead).await;
+    let last = applied(lead);
+    let back = Node::start(start()).await.unwrap();
+    eventually(Duration::from_secs(90), "the follower caught up", || {
+        applied(&back) >= last
+    })
+    .await;
+    nodes.push(back);
+    had
+}
+
+async fn leader_of(nodes: &[Node]) -> &Node {
+    let id = leader(nodes).await;
+    nodes.iter().find(|n| n.id() == id).unwrap()
+}
+
+#[test]
+fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = "entries";
+        let cfg =
+            "snapshot_every = 5000\nkeep_entries = 500\ncheck_ms = 100\nkind = \"incremental\"";
+        let (mut nodes, ports) = start_with(dir.path(), policy, cfg).await;
+        let leader_id = leader(&nodes).await;
+        let id = nodes
+            .iter()
+            .map(Node::id)
+            .find(|&i| i != leader_id)
+            .unwrap();
+        let restart = || policy_config(id, &ports, dir.path(), policy, cfg);
+        write_keys(leader_of(&nodes).await, "before/", 1_000, 32).await;
+
+        // Round 1: down for 6,000 writes, past the leader's first snapshot
+        // and purge: the follower installs the leader's base.
+        down_while(
+            &mut nodes,
+            id,
+            restart,
+            async |lead: &Node| {
+                write_keys(lead, "r1/", 6_000, 64).await;
+                eventually(Duration::from_secs(30), "the leader purged", || {
+                    lead.log.stats().first_index > 1_500
+                })
+                .await;
+            },
+            dir.path(),
+        )
+        .await;
+        let back = nodes.last().unwrap();
+        assert_eq!(back.sm.stats().installed, 1, "round 1: one install");
+
+        // Round 2: down for 50,000 writes. The leader's chain is its base plus
+        // deltas: the follower fetches the deltas, not the base again.
+        let had = down_while(
+            &mut nodes,
+            id,
+            restart,
+            async |lead: &Node| {
+                write_keys(lead, "during/", 50_000, 64).await;
+                let target = applied(lead) - 2_000;
+                eventually(Duration::from_secs(30), "the leader purged", || {
+                    lead.log.stats().first_index > target.min(40_000)
+                })
+                .await;
+            },
+            dir.path(),
+        )
+        .await;
+        // Stay a while: no second install (no loop).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let back = nodes.last().unwrap();
+        let stats = back.sm.stats();
+        assert_eq!(stats.installed, 1, "exactly one install: {stats:?}");
+        let (manifest, fetched) = back.sm.last_install().unwrap();
+        let missing: u64 = manifest
+            .segments()
+            .filter(|s| !had.contains(&s.name))
+            .map(|s| s.bytes)
+            .sum();
+        assert_eq!(fetched, missing, "fetched exactly the segments it lacked");
+        assert!(
+            fetched < manifest.chain_bytes(),
+            "the base was not fetched again: {fetched} of a {}-byte chain",
+            manifest.chain_bytes()
+        );
+        assert!(!manifest.deltas.is_empty());
+        let lead = leader_of(&nodes).await;
+        eventually(Duration::from_secs(10), "equal states", || {
+            back.sm.state_hash() == lead.sm.state_hash()
+        })
+        .await;
+        assert_eq!(back.sm.len(), 57_000);
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
+
+#[test]
+fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut nodes, ports) = start_with(dir.path(), "adaptive", "").await;
+        let leader_id = leader(&nodes).await;
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "k/", 100, 8).await;
+        let http = reqwest::Client::new();
+        let url = |n: &Node, path: &str| format!("http://{}{path}", n.addr);
+        let put = |n: &Node, query: &str, body: Vec<u8>| {
+            http.put(url(n, &format!("/admin/policy?{query}")))
+                .bearer_auth(TOKEN)
+                .body(body)
+                .send()
+        };
+
+        // Refused before entering the log: garbage, a bad config, no token.
+        let before = lead.log.stats().last_index;
+        let r = put(lead, "cluster=true", b"\0asm not really".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("policy refused"));
+        let r = put(
+            lead,
+            "cluster=true&builtin=entries&config=no_such_key%3D1",
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("no_such_key"), "{text}");
+        let r = http
+            .put(url(lead, "/admin/policy?cluster=true&builtin=entries"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            lead.log.stats().last_index,
+            before,
+            "nothing entered the log"
+        );
+
+        // A follower answers with the leader.
+        let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+        let r = put(follower, "cluster=true&builtin=entries", vec![])
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 421);
+
+        // The rollout.
+        let wasm = ramrod::policy::builtin("bytes-or-age").unwrap().to_vec();
+        let r = put(
+            lead,
+            "cluster=true&label=ops.wasm&config=max_age_ms%3D60000",
+            wasm.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let reply: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let index = reply["index"].as_u64().unwrap();
+        let hash = blake3_hex(&wasm);
+        assert_eq!(reply["hash"], hash.as_str());
+        for n in &nodes {
+            let shared = n.controller.shared().clone();
+            eventually(Duration::from_secs(10), "every node swapped", || {
+                shared.origin().index == Some(index)
+                    && shared.host().active_meta().is_some_and(|m| m.hash == hash)
+            })
+            .await;
+            let r = http
+                .get(url(n, "/admin/policy"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let p: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(p["name"], "bytes-or-age");
+            assert_eq!(p["origin"], "rollout");
+            assert_eq!(p["index"], index);
+            assert!(p["config"].as_str().unwrap().contains("60000"));
+        }
+        // Decisions after the rollout are the new policy's.
+        nodes[0].controller.check();
+        eventually(
+            Duration::from_secs(10),
+            "a decision by the new policy",
+            || {
+                nodes[0]
+                    .controller
+                    .shared()
+                    .audit(1)
+                    .last()
+                    .is_some_and(|e| e.record.policy == "bytes-or-age")
+            },
+        )
+        .await;
+
+        // A restart keeps it: a follower restored from a snapshot taken
+        // after the rollout, and the other one from whatever it has.
+        let r = http
+            .post(url(follower, "/admin/snapshot?kind=full"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let followers: Vec<u64> = nodes
+            .iter()
+            .map(Node::id)
+            .filter(|&i| i != leader_id)
+            .collect();
+        for restart_id in followers {
+            let pos = nodes.iter().position(|n| n.id() == restart_id).unwrap();
+            nodes.remove(pos).shutdown().await;
+            let back = Node::start(policy_config(
+                restart_id,
+                &ports,
+                dir.path(),
+                "adaptive",
+                "",
+            ))
+            .await
+            .unwrap();
+            let shared = back.controller.shared().clone();
+            eventually(
+                Duration::from_secs(10),
+                "the restarted node runs the rollout",
+                || {
+                    shared.origin().index == Some(index)
+                        && shared.host().active_meta().is_some_and(|m| m.hash == hash)
+                },
+            )
+            .await;
+            eventually(
+                Duration::from_secs(10),
+                "the restarted node applied",
+                || applied(&back) >= index,
+            )
+            .await;
+            assert_eq!(back.sm.len(), 100, "the policy record is not a client key");
+            nodes.push(back);
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    ramrod::raft::PolicySpec {
+        label: String::new(),
+        wasm: bytes.to_vec(),
+        config: String::new(),
+    }
+    .hash()
+}
