@@ -84,7 +84,9 @@ pub struct StoreConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicyConfig {
-    /// A built-in policy by name (`entries`, `bytes-or-age`, `adaptive`).
+    /// A built-in policy by name (`entries`, `bytes-or-age`, `adaptive`), or
+    /// `native`: no Wasm at all, the compiled-in `entries` logic (the
+    /// fallback) decides, configured by `config`.
     pub name: Option<String>,
     /// A policy component file instead of a built-in.
     pub file: Option<PathBuf>,
@@ -119,6 +121,14 @@ pub struct RaftTiming {
     /// Timeout of a snapshot install on a follower, which includes fetching
     /// the segments it lacks.
     pub install_timeout_ms: u64,
+    /// Baseline mode, for comparisons: openraft snapshots by itself every
+    /// this many entries (`SnapshotPolicy::LogsSinceLast`) and purges
+    /// keeping `builtin-keep` entries; the controller then makes no
+    /// decisions (operator snapshots still work). Unset (the default): the
+    /// policy decides.
+    pub builtin_snapshot_every: Option<u64>,
+    /// Entries openraft keeps behind its snapshot in baseline mode.
+    pub builtin_keep: u64,
 }
 
 impl Default for RaftTiming {
@@ -129,6 +139,8 @@ impl Default for RaftTiming {
             election_max_ms: 800,
             rpc_timeout_ms: 2_000,
             install_timeout_ms: 60_000,
+            builtin_snapshot_every: None,
+            builtin_keep: 1_000,
         }
     }
 }
@@ -251,6 +263,9 @@ impl NodeConfig {
         }
         if r.election_max_ms <= r.election_min_ms {
             return Err("`raft`: election-max-ms must exceed election-min-ms".into());
+        }
+        if r.builtin_snapshot_every == Some(0) {
+            return Err("`raft`: builtin-snapshot-every must be at least 1".into());
         }
         if self.token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err("`token` must be at least 8 characters".into());

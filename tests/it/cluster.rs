@@ -4,41 +4,15 @@
 
 use std::time::Duration;
 
-use ramrod::config::{NodeConfig, Peer};
+use ramrod::config::NodeConfig;
 use ramrod::node::Node;
 
 pub(crate) const TOKEN: &str = "cluster-test-token";
 
-/// Free loopback ports (bound then released; the OS does not hand them out
-/// again at once).
-pub(crate) fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
+pub(crate) use ramrod_tests::free_ports;
 
 pub(crate) fn config(id: u64, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
-    let mut c = NodeConfig::parse(&format!("id = {id}\ndata-dir = \"x\"\n")).unwrap();
-    c.listen = format!("127.0.0.1:{}", ports[id as usize - 1])
-        .parse()
-        .unwrap();
-    c.data_dir = dir.join(format!("node-{id}"));
-    c.peers = (1..=ports.len() as u64)
-        .filter(|&p| p != id)
-        .map(|p| Peer {
-            id: p,
-            addr: format!("127.0.0.1:{}", ports[p as usize - 1]),
-        })
-        .collect();
-    c.token = Some(TOKEN.into());
-    c.raft.heartbeat_ms = 50;
-    c.raft.election_min_ms = 300;
-    c.raft.election_max_ms = 600;
-    c
+    ramrod_tests::node_config(id, ports, dir, TOKEN)
 }
 
 pub(crate) async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {

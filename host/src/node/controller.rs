@@ -244,6 +244,9 @@ pub struct Parts {
     pub in_flight: InFlight,
     /// Where the running policy came from.
     pub origin: PolicyOrigin,
+    /// Whether the controller decides (false: openraft's own snapshot
+    /// policy runs, as a baseline; operator snapshots still work).
+    pub decide: bool,
 }
 
 impl std::fmt::Debug for Parts {
@@ -282,6 +285,7 @@ pub fn start(parts: Parts) -> (ControllerHandle, JoinHandle<()>) {
         started: Instant::now(),
         seen_first: first,
         retain: None,
+        decide: parts.decide,
     };
     let task = tokio::spawn(c.run(rx, policy_rx));
     (ControllerHandle { tx, shared }, task)
@@ -316,6 +320,7 @@ struct Controller {
     seen_first: u64,
     /// The retention last set by a decision.
     retain: Option<u32>,
+    decide: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -419,6 +424,10 @@ impl Controller {
             let Some(trigger) = woke else {
                 continue;
             };
+            if !self.decide {
+                next = tokio::time::Instant::now() + Duration::from_secs(3600);
+                continue;
+            }
             if trigger != "scheduled" {
                 // An event: decide soon, but not more often than the bounds
                 // allow (events come in bursts).

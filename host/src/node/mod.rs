@@ -90,6 +90,8 @@ pub struct Node {
     pub sm: KvStateMachine,
     /// Its log store.
     pub log: LogStore,
+    /// Bytes of Raft RPCs sent, by target.
+    pub sent: network::SentBytes,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its compaction controller.
@@ -144,8 +146,14 @@ impl Node {
             heartbeat_interval: t.heartbeat_ms,
             election_timeout_min: t.election_min_ms,
             election_timeout_max: t.election_max_ms,
-            snapshot_policy: SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: u64::MAX,
+            snapshot_policy: match t.builtin_snapshot_every {
+                Some(n) => SnapshotPolicy::LogsSinceLast(n),
+                None => SnapshotPolicy::Never,
+            },
+            max_in_snapshot_log_to_keep: match t.builtin_snapshot_every {
+                Some(_) => t.builtin_keep,
+                None => u64::MAX,
+            },
             install_snapshot_timeout: t.install_timeout_ms.max(t.rpc_timeout_ms),
             ..Default::default()
         }
@@ -153,6 +161,7 @@ impl Node {
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         let network = network::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms));
         let in_flight = network.in_flight();
+        let sent = network.sent();
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -194,6 +203,7 @@ impl Node {
             data_dir: config.data_dir.clone(),
             in_flight,
             origin,
+            decide: t.builtin_snapshot_every.is_none(),
         });
 
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -228,6 +238,7 @@ impl Node {
             sm,
             log,
             addr,
+            sent,
             controller,
             controller_task,
             config,
@@ -284,7 +295,14 @@ async fn start_policy(
         config.limits.clone(),
         Some(config.data_dir.join("policy-cache")),
     )?;
-    let host = Arc::new(PolicyHost::new(runtime, config.bounds.clone(), "")?);
+    let native = config.policy.name.as_deref() == Some("native");
+    let fallback = if native {
+        toml::to_string(&config.policy.config)
+            .map_err(|e| NodeError::Config(format!("policy.config: {e}")))?
+    } else {
+        String::new()
+    };
+    let host = Arc::new(PolicyHost::new(runtime, config.bounds.clone(), &fallback)?);
     let mut origin = controller::PolicyOrigin::default();
     if let Some(applied) = sm.policy() {
         let h = host.clone();
@@ -309,6 +327,10 @@ async fn start_policy(
                 origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
             }
         }
+    }
+    if native {
+        origin.origin = "config".into();
+        return Ok((host, origin));
     }
     let source = match (&config.policy.file, config.policy.builtin()) {
         (Some(f), _) => PolicySource::File(f.clone()),

@@ -68,12 +68,38 @@ impl InFlight {
     }
 }
 
+/// Bytes of Raft RPC bodies sent, by target (for catch-up accounting).
+#[derive(Clone, Debug, Default)]
+pub struct SentBytes(Arc<Mutex<BTreeMap<NodeId, u64>>>);
+
+impl SentBytes {
+    fn add(&self, target: NodeId, n: usize) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(target)
+            .or_default() += n as u64;
+    }
+
+    /// Bytes sent to `target` so far.
+    pub fn to(&self, target: NodeId) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&target)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// Creates an [`HttpClient`] per target.
 #[derive(Clone, Debug)]
 pub struct HttpNetwork {
     client: reqwest::Client,
     timeout: Duration,
     in_flight: InFlight,
+    sent: SentBytes,
 }
 
 impl HttpNetwork {
@@ -89,7 +115,13 @@ impl HttpNetwork {
                 .expect("a plain HTTP client builds"),
             timeout,
             in_flight: InFlight::default(),
+            sent: SentBytes::default(),
         }
+    }
+
+    /// Bytes sent, by target.
+    pub fn sent(&self) -> SentBytes {
+        self.sent.clone()
     }
 
     /// The snapshot transfers in flight from this node.
@@ -109,6 +141,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             base: format!("http://{}", node.addr),
             timeout: self.timeout,
             in_flight: self.in_flight.clone(),
+            sent: self.sent.clone(),
         }
     }
 }
@@ -122,6 +155,7 @@ pub struct HttpClient {
     base: String,
     timeout: Duration,
     in_flight: InFlight,
+    sent: SentBytes,
 }
 
 type Rpc<R, E> = Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -133,12 +167,14 @@ impl HttpClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body = encode(req);
+        self.sent.add(self.target, body.len());
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(timeout)
-            .body(encode(req))
+            .body(body)
             .send()
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
