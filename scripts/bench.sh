@@ -10,4 +10,5 @@ trap 'bash scripts/seaweedfs.sh stop' EXIT
 cargo bench -p ramrod --bench policy
 cargo bench -p ramrod-tests --bench log_store
 cargo bench -p ramrod-tests --bench snapshot
+cargo bench -p ramrod-tests --bench cluster
 ls -l target/bench-reports/

@@ -76,6 +76,10 @@ pub struct SnapshotStats {
     pub dirty_keys: u64,
 }
 
+/// How long a snapshot handed to openraft for sending stays protected from
+/// retention (longer than the default install timeout).
+const SENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Overlay entries merged into the base per lock hold after a snapshot.
 const MERGE_CHUNK: usize = 4_096;
 
@@ -327,6 +331,10 @@ struct Shared {
     source: Mutex<Option<Arc<dyn SegmentSource>>>,
     /// The cluster's policy as last applied (or restored).
     policy: tokio::sync::watch::Sender<Option<AppliedPolicy>>,
+    /// Snapshots handed to openraft to send to followers, by manifest name,
+    /// with when: retention keeps them while followers may still fetch
+    /// their segments.
+    sending: Mutex<BTreeMap<String, std::time::Instant>>,
     /// Snapshots to keep (a policy may change it).
     retain: std::sync::atomic::AtomicUsize,
 }
@@ -372,6 +380,7 @@ impl KvStateMachine {
                     build: tokio::sync::Mutex::new(()),
                     source: Mutex::new(None),
                     policy: tokio::sync::watch::Sender::new(policy),
+                    sending: Mutex::new(BTreeMap::new()),
                     retain: std::sync::atomic::AtomicUsize::new(retain),
                 }),
             },
@@ -395,11 +404,26 @@ impl KvStateMachine {
 
     /// Up to `limit` pairs whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(Bytes, Bytes)> {
-        self.lock().scan(
-            &Bytes::copy_from_slice(prefix),
-            |k| k.starts_with(prefix),
-            limit,
-        )
+        self.scan_prefix_after(prefix, None, limit)
+    }
+
+    /// [`scan_prefix`](Self::scan_prefix) from the first key after `after`
+    /// (for paging).
+    pub fn scan_prefix_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Bytes, Bytes)> {
+        let start = match after {
+            Some(a) if a >= prefix => {
+                let mut k = a.to_vec();
+                k.push(0);
+                Bytes::from(k)
+            }
+            _ => Bytes::copy_from_slice(prefix),
+        };
+        self.lock().scan(&start, |k| k.starts_with(prefix), limit)
     }
 
     /// Number of keys (reserved keys not counted).
@@ -422,6 +446,18 @@ impl KvStateMachine {
     /// apply order (a rollout, or a snapshot install or restore).
     pub fn subscribe_policy(&self) -> tokio::sync::watch::Receiver<Option<AppliedPolicy>> {
         self.shared.policy.subscribe()
+    }
+
+    /// Manifests being sent to followers (handed to openraft within the
+    /// install timeout), which retention must keep.
+    fn sending(&self) -> Vec<String> {
+        let mut map = self
+            .shared
+            .sending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, at| at.elapsed() < SENDING_GRACE);
+        map.keys().cloned().collect()
     }
 
     /// Tells openraft about a snapshot [`build`](Self::build) wrote: the
@@ -492,12 +528,25 @@ impl KvStateMachine {
     /// # Errors
     /// If writing fails; the changed keys are then kept for the next one.
     pub async fn build(&self, kind: Option<SnapshotKind>) -> Result<Manifest, SnapshotError> {
+        self.build_for(kind, "caller").await
+    }
+
+    /// [`build`](Self::build), recording `requested_by` in the manifest
+    /// when `kind` is given.
+    ///
+    /// # Errors
+    /// If writing fails; the changed keys are then kept for the next one.
+    pub async fn build_for(
+        &self,
+        kind: Option<SnapshotKind>,
+        requested_by: &str,
+    ) -> Result<Manifest, SnapshotError> {
         let _one = self.shared.build.lock().await;
         let max_chain = self.shared.snapshots.config().max_chain;
         let req = {
             let mut inner = self.lock();
             let (asked, by) = match (kind, inner.next.take()) {
-                (Some(k), _) => (Some(k), "caller".to_string()),
+                (Some(k), _) => (Some(k), requested_by.to_string()),
                 (None, Some((k, by))) => (Some(k), by),
                 (None, None) => (None, "openraft".to_string()),
             };
@@ -557,7 +606,11 @@ impl KvStateMachine {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 let snaps = &self.shared.snapshots;
                 let current = format!("{}/{}", snaps.group(), m.id);
-                if let Err(e) = snaps.retain_protecting(keep, Some(&current)).await {
+                let sending = self.sending();
+                if let Err(e) = snaps
+                    .retain_protecting(keep, Some(&current), &sending)
+                    .await
+                {
                     tracing::warn!(error = %e, "snapshot retention failed; will retry after the next one");
                 }
                 Ok(m)
@@ -626,7 +679,16 @@ impl KvStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for KvStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let handed = self.lock().handoff.take();
+        let handed = {
+            let mut inner = self.lock();
+            let current = inner.current.as_ref().map(|(m, _)| m.id.clone());
+            // Only the newest snapshot: an older hand-off (openraft ignored
+            // the trigger) is stale.
+            inner
+                .handoff
+                .take()
+                .filter(|m| Some(&m.id) == current.as_ref())
+        };
         let m = match handed {
             Some(m) => m,
             None => self.build(None).await.map_err(|e| {
@@ -714,6 +776,15 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let inner = self.lock();
+        if let Some((m, _)) = &inner.current {
+            // openraft asks for it to send it: keep it from retention.
+            let name = format!("{}/{}", self.shared.snapshots.group(), m.id);
+            self.shared
+                .sending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, std::time::Instant::now());
+        }
         Ok(inner.current.as_ref().map(|(m, bytes)| Snapshot {
             meta: Self::meta_of(m),
             snapshot: Box::new(Cursor::new(bytes.clone())),

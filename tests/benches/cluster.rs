@@ -180,15 +180,30 @@ struct Run {
     p99: f64,
     snapshots: u64,
     log_entries: u64,
+    /// Decisions per node per second.
+    decisions: f64,
+    /// Time spent deciding, as a share of the run, per node.
+    decide_share: f64,
 }
 
 async fn throughput(s: &Setup, secs: f64, keys: u64) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let (nodes, _) = start(dir.path(), s, 3).await;
     let lead = leader(&nodes);
+    let t = Instant::now();
     // Warm up: connections, policy instances, first snapshot.
     load(lead, keys, 32, secs / 4.0).await;
     let (n, mut lat) = load(lead, keys, 32, secs).await;
+    let wall = t.elapsed().as_secs_f64() * nodes.len() as f64;
+    let audit: Vec<_> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.controller
+                .shared()
+                .audit(ramrod::node::controller::AUDIT_CAPACITY)
+        })
+        .collect();
+    let deciding: f64 = audit.iter().map(|e| e.record.elapsed.as_secs_f64()).sum();
     lat.sort_unstable();
     let st = lead.sm.stats();
     let run = Run {
@@ -197,6 +212,8 @@ async fn throughput(s: &Setup, secs: f64, keys: u64) -> Run {
         p99: pct(&lat, 0.99),
         snapshots: st.full + st.incremental,
         log_entries: lead.log.stats().entries,
+        decisions: audit.len() as f64 / wall,
+        decide_share: deciding / wall,
     };
     for n in nodes {
         n.shutdown().await;
@@ -352,13 +369,16 @@ async fn catch_up(keys: u64) -> CatchUp {
 
 /// Time to ready after a restart: with snapshots (chain + tail) and without
 /// (the whole log replayed), same writes.
-async fn restart(writes: u64, keys: u64) -> (f64, f64, u64, u64) {
+/// `(ready ms, log entries at restart, snapshot restore ms)`.
+type Ready = (f64, u64, u64);
+
+async fn restart(writes: u64, keys: u64) -> (Ready, Ready) {
     let with = Setup {
         label: "snapshots",
         policy: "entries",
         policy_toml: format!(
             "snapshot_every = {}\nkeep_entries = 1000\ncheck_ms = 50\nkind = \"incremental\"",
-            (writes / 10).max(1_000)
+            (writes / 20).clamp(1_000, 10_000)
         ),
         builtin: None,
         max_chain: None,
@@ -385,10 +405,14 @@ async fn restart(writes: u64, keys: u64) -> (f64, f64, u64, u64) {
         let t = Instant::now();
         let node = Node::start(config(1, &ports, dir.path(), s)).await.unwrap();
         until("ready", || applied(&node) >= last).await;
-        out.push((t.elapsed().as_secs_f64() * 1000.0, entries));
+        out.push((
+            t.elapsed().as_secs_f64() * 1000.0,
+            entries,
+            node.recovery.restore_ms,
+        ));
         node.shutdown().await;
     }
-    (out[0].0, out[1].0, out[0].1, out[1].1)
+    (out[0], out[1])
 }
 
 fn main() {
@@ -429,7 +453,7 @@ fn main() {
     writeln!(
         report,
         "## Write throughput (snapshot every {every} entries, keep 1000)\n\n\
-         | setup | writes/s | p50 ms | p99 ms | vs native | snapshots per run | leader log at end |\n|---|---|---|---|---|---|---|"
+         | setup | writes/s | p50 ms | p99 ms | vs native | snapshots per run | leader log at end | decisions/s per node | time deciding |\n|---|---|---|---|---|---|---|---|---|"
     )
     .unwrap();
     let med: Vec<(f64, f64, f64)> = results
@@ -447,14 +471,16 @@ fn main() {
         let last = results[i].last().unwrap();
         writeln!(
             report,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.3}x | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.3}x | {} | {} | {:.1} | {:.4}% |",
             s.label,
             med[i].0,
             med[i].1,
             med[i].2,
             med[i].0 / native,
             last.snapshots,
-            last.log_entries
+            last.log_entries,
+            last.decisions,
+            last.decide_share * 100.0
         )
         .unwrap();
     }
@@ -488,14 +514,15 @@ fn main() {
     )
     .unwrap();
 
-    let writes = if quick { 5_000 } else { 100_000 };
-    let (with, without, e_with, e_without) = rt.block_on(restart(writes, keys));
+    let writes = if quick { 5_000 } else { 200_000 };
+    let ((with, e_with, r_with), (without, e_without, _)) = rt.block_on(restart(writes, keys));
     writeln!(
         report,
-        "\n## Restart to ready\n\nOne node, {writes} writes over {keys} keys, restarted; time until \
-         every entry is applied.\n\n| | log entries at restart | ready ms |\n|---|---|---|\n\
-         | snapshot chain + log tail | {e_with} | {with:.0} |\n\
-         | whole log replayed (no snapshots) | {e_without} | {without:.0} |\n\n\
+        "\n## Restart to ready\n\nOne node, {writes} writes over {keys} keys (a history ten times \
+         the state), restarted; time until every entry is applied. With snapshots: every 10,000 \
+         entries (or a twentieth of the writes), keeping 1,000.\n\n| | log entries at restart | ready ms | of which snapshot restore |\n|---|---|---|---|\n\
+         | snapshot chain + log tail | {e_with} | {with:.0} | {r_with} |\n\
+         | whole log replayed (no snapshots) | {e_without} | {without:.0} | 0 |\n\n\
          Replay / snapshot: {:.1}x.",
         without / with
     )

@@ -5,7 +5,8 @@
 //! - `GET /kv/{key}`: the value (linearizable read; `?local=true` reads this
 //!   node's state as it is, from any node), 404 if unset;
 //! - `PUT /kv/{key}` with the value as the body; `DELETE /kv/{key}`;
-//! - `GET /kv?prefix=P&limit=N`: pairs in key order (JSON);
+//! - `GET /kv?prefix=P&limit=N[&after=K]`: pairs in key order (JSON), from
+//!   the first key after `K`;
 //! - `POST /kv/batch` with `{"commands": [...]}`: applied atomically.
 //!
 //! A write or read sent to a follower is answered `421 Misdirected Request`
@@ -28,8 +29,12 @@ use super::network::{CONTENT_TYPE, decode, encode};
 use crate::raft::{Command, NodeId, Request, TypeConfig};
 use crate::state_machine::KvStateMachine;
 
-/// The largest request body accepted.
+/// The largest client or admin request body accepted.
 pub const MAX_BODY: usize = 8 << 20;
+
+/// The largest policy component a rollout carries (it travels in one Raft
+/// entry, and replication batches entries).
+pub const MAX_POLICY_BYTES: usize = 4 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -56,11 +61,16 @@ impl std::fmt::Debug for AppState {
 
 /// The router of a node.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Raft RPCs between members are not size-limited: a replication batch
+    // may carry many entries of up to `MAX_BODY` each, and refusing one
+    // would stall the cluster.
+    let raft = Router::new()
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/raft/segment/{name}", get(raft_segment))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
         .route("/kv", get(kv_list))
         .route("/kv/batch", post(kv_batch))
         .route("/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
@@ -70,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/decisions", get(admin_decisions))
         .route("/admin/policy", get(admin_policy).put(admin_policy_put))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(raft)
         .with_state(Arc::new(state))
 }
 
@@ -253,6 +264,8 @@ pub struct ListQuery {
     pub prefix: String,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// Only keys after this one (to page through a listing).
+    pub after: Option<String>,
     /// Read this node's state without asking the leader (possibly stale).
     #[serde(default)]
     pub local: bool,
@@ -278,13 +291,17 @@ async fn kv_list(State(s): Shared, Query(q): Query<ListQuery>) -> Response {
         return r;
     }
     let pairs: Vec<Pair> =
-        s.sm.scan_prefix(q.prefix.as_bytes(), limit)
-            .into_iter()
-            .map(|(k, v)| Pair {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                value: String::from_utf8_lossy(&v).into_owned(),
-            })
-            .collect();
+        s.sm.scan_prefix_after(
+            q.prefix.as_bytes(),
+            q.after.as_deref().map(str::as_bytes),
+            limit,
+        )
+        .into_iter()
+        .map(|(k, v)| Pair {
+            key: String::from_utf8_lossy(&k).into_owned(),
+            value: String::from_utf8_lossy(&v).into_owned(),
+        })
+        .collect();
     Json(pairs).into_response()
 }
 
@@ -832,6 +849,12 @@ async fn admin_policy_put(
         ),
     };
     let label = q.label.clone().unwrap_or(label);
+    if wasm.len() > MAX_POLICY_BYTES {
+        return bad_request(format!(
+            "the policy is {} bytes; at most {MAX_POLICY_BYTES} are accepted",
+            wasm.len()
+        ));
+    }
     let host = s.controller.shared().host().clone();
     if !q.cluster {
         let source = PolicySource::Bytes {

@@ -500,6 +500,11 @@ impl Controller {
                 origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
             }
             Err(e) => {
+                self.shared
+                    .counters
+                    .rollout_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(index = applied.index, error = %e, "loading the rolled-out policy failed; keeping the running one");
                 origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
             }
         }
@@ -540,10 +545,7 @@ impl Controller {
             _ => SnapshotKind::Full,
         });
         let task = tokio::spawn(async move {
-            if let Some(k) = kind {
-                sm.request_kind(k, &by);
-            }
-            let m = sm.build(None).await.map_err(|e| e.to_string())?;
+            let m = sm.build_for(kind, &by).await.map_err(|e| e.to_string())?;
             // Tell openraft: it then may purge up to the snapshot and sends
             // it to followers that need it.
             sm.hand_off(m.clone());
@@ -636,6 +638,7 @@ impl Controller {
                     continue;
                 }
                 let matched = matched.map(|l| l.index);
+                self.in_flight.settle(*id, matched);
                 followers.push(Follower {
                     id: *id,
                     matched,

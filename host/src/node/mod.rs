@@ -92,6 +92,8 @@ pub struct Node {
     pub log: LogStore,
     /// Bytes of Raft RPCs sent, by target.
     pub sent: network::SentBytes,
+    /// How it came up.
+    pub recovery: Arc<Recovery>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its compaction controller.
@@ -222,7 +224,7 @@ impl Node {
             log: log.clone(),
             token: config.token.clone(),
             controller: controller.clone(),
-            recovery,
+            recovery: recovery.clone(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -239,6 +241,7 @@ impl Node {
             log,
             addr,
             sent,
+            recovery,
             controller,
             controller_task,
             config,

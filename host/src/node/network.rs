@@ -38,33 +38,74 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     postcard::from_bytes(b).map_err(|e| format!("malformed RPC body: {e}"))
 }
 
-/// Snapshot transfers this leader has in flight, by target: the last log
-/// index the snapshot covers (the target needs every entry after it) and
-/// when the transfer was last active. The controller never purges past them.
+/// Snapshot transfers this leader has in flight, by target. The controller
+/// never purges past them.
+///
+/// A transfer counts from its first RPC until the target's replication has
+/// reached the snapshot's index ([`InFlight::settle`]), so the log entries
+/// right after the snapshot stay until the target has them. A transfer whose
+/// calls all ended without that (failed, or the leader lost interest) still
+/// counts for a grace period: openraft retries it.
 #[derive(Clone, Debug, Default)]
-pub struct InFlight(Arc<Mutex<BTreeMap<NodeId, (u64, Instant)>>>);
+pub struct InFlight(Arc<Mutex<BTreeMap<NodeId, Transfer>>>);
 
-/// How long a failed transfer still counts as in flight: openraft retries it.
+#[derive(Debug)]
+struct Transfer {
+    /// The last log index the snapshot covers: the target needs every entry
+    /// after it.
+    index: u64,
+    /// Install calls outstanding.
+    calls: u32,
+    /// When the last call ended.
+    ended: Option<Instant>,
+}
+
+/// How long a transfer with no call outstanding still counts as in flight.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(30);
 
 impl InFlight {
     fn start(&self, target: NodeId, index: u64) {
-        self.lock().insert(target, (index, Instant::now()));
+        let mut map = self.lock();
+        let t = map.entry(target).or_insert(Transfer {
+            index,
+            calls: 0,
+            ended: None,
+        });
+        // openraft sends one snapshot at a time per target: a call with
+        // another index means it moved on to a newer snapshot.
+        t.index = index;
+        t.calls += 1;
+        t.ended = None;
     }
 
-    fn done(&self, target: NodeId) {
-        self.lock().remove(&target);
+    fn end(&self, target: NodeId) {
+        if let Some(t) = self.lock().get_mut(&target) {
+            t.calls = t.calls.saturating_sub(1);
+            t.ended = Some(Instant::now());
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, (u64, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Transfer>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The snapshot index in flight to `target`, if any.
     pub fn get(&self, target: NodeId) -> Option<u64> {
         let mut map = self.lock();
-        map.retain(|_, (_, at)| at.elapsed() < IN_FLIGHT_GRACE);
-        map.get(&target).map(|(i, _)| *i)
+        map.retain(|_, t| t.calls > 0 || t.ended.is_none_or(|e| e.elapsed() < IN_FLIGHT_GRACE));
+        map.get(&target).map(|t| t.index)
+    }
+
+    /// Ends the transfer to `target` once its replication has `matched` the
+    /// snapshot's index or more.
+    pub fn settle(&self, target: NodeId, matched: Option<u64>) {
+        let mut map = self.lock();
+        if let (Some(t), Some(m)) = (map.get(&target), matched)
+            && t.calls == 0
+            && m >= t.index
+        {
+            map.remove(&target);
+        }
     }
 }
 
@@ -220,12 +261,15 @@ impl RaftNetwork<TypeConfig> for HttpClient {
         // last chunk: that may take longer than an ordinary RPC.
         let index = rpc.meta.last_log_id.map_or(0, |l| l.index);
         self.in_flight.start(self.target, index);
-        let done = rpc.done;
-        let result = self.call("/raft/snapshot", &rpc, option.hard_ttl()).await;
-        if done && result.is_ok() {
-            self.in_flight.done(self.target);
+        // Ends the call even if this future is dropped (a timeout).
+        struct Call<'a>(&'a InFlight, NodeId);
+        impl Drop for Call<'_> {
+            fn drop(&mut self) {
+                self.0.end(self.1);
+            }
         }
-        result
+        let _call = Call(&self.in_flight, self.target);
+        self.call("/raft/snapshot", &rpc, option.hard_ttl()).await
     }
 
     async fn vote(

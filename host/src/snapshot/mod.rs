@@ -627,11 +627,13 @@ impl Snapshots {
     /// # Errors
     /// If the store fails; what was deleted before stays deleted.
     pub async fn retain(&self, keep: usize) -> Result<GcReport, SnapshotError> {
-        self.retain_protecting(keep, None).await
+        self.retain_protecting(keep, None, &[]).await
     }
 
     /// [`retain`](Self::retain), never deleting the manifest `protect` (the
-    /// caller's current snapshot), whatever the names' order says.
+    /// caller's current snapshot, counted in `keep`) whatever the names'
+    /// order says, nor any of `also` (snapshots being sent to followers,
+    /// not counted).
     ///
     /// # Errors
     /// If the store fails; what was deleted before stays deleted.
@@ -639,12 +641,13 @@ impl Snapshots {
         &self,
         keep: usize,
         protect: Option<&str>,
+        also: &[String],
     ) -> Result<GcReport, SnapshotError> {
         let _sweep = self.sweep.lock().await;
         let mut report = GcReport::default();
         let mut kept = usize::from(protect.is_some());
         for name in self.names().await? {
-            if Some(name.as_str()) == protect {
+            if Some(name.as_str()) == protect || also.contains(&name) {
                 continue;
             }
             if kept < keep.max(1) {

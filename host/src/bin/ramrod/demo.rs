@@ -264,6 +264,9 @@ async fn writer(
                         && let Ok(mut l) = leader.lock()
                     {
                         *l = format!("http://{addr}");
+                    } else {
+                        // No leader yet (an election): wait a little.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 _ => {
@@ -420,9 +423,10 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
             match r {
                 Ok(r) if r.status().is_success() => {
                     let v: Value = serde_json::from_str(&r.text().await?)?;
+                    let hash = v["hash"].as_str().unwrap_or("");
                     println!(
                         "  >>> hot swap: rolled out bytes-or-age ({}) through the Raft log at index {}; every node switches there",
-                        &v["hash"].as_str().unwrap_or("")[..12],
+                        hash.get(..12).unwrap_or(hash),
                         v["index"]
                     );
                 }
@@ -492,9 +496,12 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         for id in 1..=NODES {
             all.push(get_json(&http, &format!("{}/admin/status", cluster.url(id))).await);
         }
-        let hashes: Vec<_> = all
+        let hashes: Vec<Option<String>> = all
             .iter()
-            .map(|s| s.as_ref().map(|s| s["state_hash"].clone()))
+            .map(|s| {
+                s.as_ref()
+                    .and_then(|s| s["state_hash"].as_str().map(str::to_string))
+            })
             .collect();
         if hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
             break all.into_iter().flatten().collect::<Vec<_>>();
@@ -511,17 +518,24 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
     for id in 1..=NODES {
         let mut seen = BTreeMap::new();
         for ns in 0..WRITERS {
-            let url = format!(
-                "{}/kv?prefix=microvms/tenant-{ns:02}/&limit=10000&local=true",
-                cluster.url(id)
-            );
-            let r = http.get(url).send().await?;
-            let pairs: Value = serde_json::from_str(&r.text().await?)?;
-            for p in pairs.as_array().into_iter().flatten() {
-                seen.insert(
-                    p["key"].as_str().unwrap_or("").to_string(),
-                    p["value"].as_str().unwrap_or("").to_string(),
-                );
+            let mut after = String::new();
+            loop {
+                let mut url = reqwest::Url::parse(&format!("{}/kv", cluster.url(id)))?;
+                url.query_pairs_mut()
+                    .append_pair("prefix", &format!("microvms/tenant-{ns:02}/"))
+                    .append_pair("limit", "5000")
+                    .append_pair("local", "true")
+                    .append_pair("after", &after);
+                let r = http.get(url).send().await?;
+                let pairs: Value = serde_json::from_str(&r.text().await?)?;
+                let page = pairs.as_array().cloned().unwrap_or_default();
+                for p in &page {
+                    after = p["key"].as_str().unwrap_or("").to_string();
+                    seen.insert(after.clone(), p["value"].as_str().unwrap_or("").to_string());
+                }
+                if page.len() < 5000 {
+                    break;
+                }
             }
         }
         let bad = model
