@@ -321,6 +321,74 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
     });
 }
 
+/// With one snapshot store shared by every node (a directory here, and the
+/// S3 server when one is configured), a returning follower finds every
+/// segment already there: its install fetches nothing.
+#[test]
+fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![ramrod::config::StoreConfig {
+        dir: Some(dir.path().join("shared")),
+        s3: None,
+    }];
+    if let Some(s3) = crate::support::s3_test_config() {
+        stores.push(ramrod::config::StoreConfig {
+            dir: None,
+            s3: Some(s3),
+        });
+    }
+    for (round, store) in stores.into_iter().enumerate() {
+        crate::support::rt().block_on(async {
+            let base = dir.path().join(format!("round-{round}"));
+            let policy = "entries";
+            let cfg =
+                "snapshot_every = 1000\nkeep_entries = 100\ncheck_ms = 50\nkind = \"incremental\"";
+            let ports = free_ports(3);
+            let make = |id: u64| {
+                let mut c = policy_config(id, &ports, &base, policy, cfg);
+                c.snapshot_store = store.clone();
+                c
+            };
+            let mut nodes = Vec::new();
+            for id in 1..=3 {
+                nodes.push(Node::start(make(id)).await.unwrap());
+            }
+            nodes[0].initialize().await.unwrap();
+            let leader_id = leader(&nodes).await;
+            let id = nodes
+                .iter()
+                .map(Node::id)
+                .find(|&i| i != leader_id)
+                .unwrap();
+            write_keys(leader_of(&nodes).await, "a/", 500, 32).await;
+            let pos = nodes.iter().position(|n| n.id() == id).unwrap();
+            let down = nodes.remove(pos);
+            let had = applied(&down);
+            down.shutdown().await;
+            let lead = leader_of(&nodes).await;
+            write_keys(lead, "b/", 3_000, 64).await;
+            let last = applied(lead);
+            eventually(Duration::from_secs(30), "the leader purged", || {
+                lead.log.stats().first_index > had + 1
+            })
+            .await;
+            let back = Node::start(make(id)).await.unwrap();
+            eventually(Duration::from_secs(60), "the follower caught up", || {
+                applied(&back) >= last
+            })
+            .await;
+            let stats = back.sm.stats();
+            assert_eq!(stats.installed, 1, "round {round}: {stats:?}");
+            assert_eq!(stats.bytes_fetched, 0, "round {round}: the store is shared");
+            assert_eq!(back.sm.len(), 3_500);
+            back.shutdown().await;
+            for n in nodes {
+                n.shutdown().await;
+            }
+        });
+    }
+}
+
 #[test]
 fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
     crate::support::rt().block_on(async {

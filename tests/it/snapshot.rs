@@ -55,30 +55,7 @@ fn dir_store() -> TestStore {
 
 /// A fresh prefix in the S3 test bucket, if a server is configured.
 fn s3_store() -> Option<TestStore> {
-    let Ok(endpoint) = std::env::var("RAMROD_S3_ENDPOINT") else {
-        assert!(
-            std::env::var("RAMROD_REQUIRE_S3").is_err(),
-            "RAMROD_REQUIRE_S3 is set but RAMROD_S3_ENDPOINT is not"
-        );
-        eprintln!("S3 cases skipped: RAMROD_S3_ENDPOINT is not set");
-        return None;
-    };
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = format!(
-        "test-{}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let cfg = S3Config {
-        endpoint: Some(endpoint),
-        bucket: std::env::var("RAMROD_S3_BUCKET").unwrap_or_else(|_| "ramrod".into()),
-        prefix,
-        ..S3Config::default()
-    };
+    let cfg = crate::support::s3_test_config()?;
     Some(TestStore {
         label: "s3",
         store: Arc::new(S3Store::new(&cfg).unwrap()),

@@ -163,3 +163,33 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The S3 test server's config with a fresh prefix, if `RAMROD_S3_ENDPOINT`
+/// is set (`scripts/test.sh` starts SeaweedFS and sets it); panics if
+/// `RAMROD_REQUIRE_S3` is set without it.
+pub fn s3_test_config() -> Option<ramrod::snapshot::S3Config> {
+    let Ok(endpoint) = std::env::var("RAMROD_S3_ENDPOINT") else {
+        assert!(
+            std::env::var("RAMROD_REQUIRE_S3").is_err(),
+            "RAMROD_REQUIRE_S3 is set but RAMROD_S3_ENDPOINT is not"
+        );
+        eprintln!("S3 cases skipped: RAMROD_S3_ENDPOINT is not set");
+        return None;
+    };
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = format!(
+        "test-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    Some(ramrod::snapshot::S3Config {
+        endpoint: Some(endpoint),
+        bucket: std::env::var("RAMROD_S3_BUCKET").unwrap_or_else(|_| "ramrod".into()),
+        prefix,
+        ..ramrod::snapshot::S3Config::default()
+    })
+}
