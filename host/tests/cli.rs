@@ -500,4 +500,15 @@ fn the_demo_runs_and_verifies_every_write() {
     ] {
         assert!(out.contains(needle), "{needle:?} missing from\n{out}");
     }
+    // The log was compacted: the nodes that ran throughout purged entries.
+    let purging = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("node ") && l.contains(" entries purged"))
+        .filter_map(|l| {
+            let before = l.split(" entries purged").next()?;
+            before.rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .filter(|&n| n > 0)
+        .count();
+    assert!(purging >= 2, "fewer than two nodes purged:\n{out}");
 }

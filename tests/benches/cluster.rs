@@ -343,12 +343,38 @@ async fn catch_up(keys: u64) -> CatchUp {
     .await;
     let lead = leader(&nodes);
     let sent_before = lead.sent.to(f);
+    let debug = std::env::var("RAMROD_BENCH_DEBUG_CATCHUP").is_ok();
+    if debug {
+        eprintln!(
+            "had {had} target {target} leader first {} snapshot {:?}",
+            lead.log.stats().first_index,
+            lead.sm
+                .current_manifest()
+                .and_then(|m| m.last_log_id)
+                .map(|l| l.index)
+        );
+    }
     let back = Node::start(config(f, &ports, dir.path(), &s))
         .await
         .unwrap();
     until("caught up (2)", || applied(&back) >= target).await;
     let lead = leader(&nodes);
     let rpc_bytes = lead.sent.to(f) - sent_before;
+    if debug {
+        eprintln!(
+            "installed {} last install at {:?}; leader snapshot {:?} first {}",
+            back.sm.stats().installed,
+            back.sm
+                .last_install()
+                .and_then(|(m, _)| m.last_log_id)
+                .map(|l| l.index),
+            lead.sm
+                .current_manifest()
+                .and_then(|m| m.last_log_id)
+                .map(|l| l.index),
+            lead.log.stats().first_index
+        );
+    }
     let fetched = back.sm.last_install().map_or(0, |(_, f)| f);
     let layers = back.sm.last_install().map_or(0, |(m, _)| m.deltas.len());
     let r = CatchUp {
@@ -427,6 +453,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("RAMROD_BENCH_DEBUG_CATCHUP").is_ok() {
+        for _ in 0..4 {
+            let c = rt.block_on(catch_up(keys));
+            eprintln!("installs {} fetched {}", c.installs, c.fetched);
+        }
+        return;
+    }
     let mut report = String::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     writeln!(

@@ -638,7 +638,7 @@ impl Controller {
                     continue;
                 }
                 let matched = matched.map(|l| l.index);
-                self.in_flight.settle(*id, matched);
+                self.in_flight.settle(*id, matched, st.last_index);
                 followers.push(Follower {
                     id: *id,
                     matched,

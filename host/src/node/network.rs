@@ -41,11 +41,14 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
 /// Snapshot transfers this leader has in flight, by target. The controller
 /// never purges past them.
 ///
-/// A transfer counts from its first RPC until the target's replication has
-/// reached the snapshot's index ([`InFlight::settle`]), so the log entries
-/// right after the snapshot stay until the target has them. A transfer whose
-/// calls all ended without that (failed, or the leader lost interest) still
-/// counts for a grace period: openraft retries it.
+/// A transfer counts from its first RPC until the target has caught up
+/// ([`InFlight::settle`]): after the install, the protected index follows
+/// the target's replication, so the log entries after the snapshot stay
+/// until the target has them (openraft reports the snapshot's index as
+/// matched as soon as the install ends, before the target has any of the
+/// entries after it). A transfer whose calls all ended and that makes no
+/// progress (failed, or the target went away) still counts for a grace
+/// period: openraft retries it.
 #[derive(Clone, Debug, Default)]
 pub struct InFlight(Arc<Mutex<BTreeMap<NodeId, Transfer>>>);
 
@@ -96,15 +99,25 @@ impl InFlight {
         map.get(&target).map(|t| t.index)
     }
 
-    /// Ends the transfer to `target` once its replication has `matched` the
-    /// snapshot's index or more.
-    pub fn settle(&self, target: NodeId, matched: Option<u64>) {
+    /// Follows the target's replication after an install: the protected
+    /// index rises with `matched`, and the transfer ends once the target has
+    /// everything up to `last` (the leader's last index).
+    pub fn settle(&self, target: NodeId, matched: Option<u64>, last: u64) {
         let mut map = self.lock();
-        if let (Some(t), Some(m)) = (map.get(&target), matched)
-            && t.calls == 0
-            && m >= t.index
-        {
+        let Some(t) = map.get_mut(&target) else {
+            return;
+        };
+        let Some(m) = matched else {
+            return;
+        };
+        if t.calls > 0 || m < t.index {
+            return;
+        }
+        if m >= last {
             map.remove(&target);
+        } else if m > t.index {
+            t.index = m;
+            t.ended = Some(Instant::now());
         }
     }
 }
