@@ -124,6 +124,21 @@ fn three_nodes_replicate_and_answer_over_http() {
             http.get(url(leader, "/kv?colour=blue")),
             http.post(url(leader, "/raft/append")).body(vec![0xff; 7]),
             http.put(url(leader, "/kv/huge")).body(vec![b'x'; 9 << 20]),
+            http.get(url(leader, "/admin/decisions?limit=100000"))
+                .bearer_auth(TOKEN),
+            http.put(url(leader, "/admin/policy?builtin=nope"))
+                .bearer_auth(TOKEN),
+            http.put(url(leader, "/admin/policy?builtin=entries"))
+                .bearer_auth(TOKEN)
+                .body("x"),
+            http.put(url(leader, "/admin/policy")).bearer_auth(TOKEN),
+            http.put(url(leader, "/admin/policy?cluster=true"))
+                .bearer_auth(TOKEN)
+                .body(vec![0u8; 5 << 20]),
+            http.post(url(leader, "/admin/snapshot?kind=half"))
+                .bearer_auth(TOKEN),
+            http.get(url(leader, "/raft/segment/not-hex!")),
+            http.get(url(leader, "/raft/segment/abcdef0123")),
         ];
         for req in bad {
             let r = req.send().await.unwrap();
@@ -133,6 +148,24 @@ fn three_nodes_replicate_and_answer_over_http() {
             assert!(!text.is_empty(), "{status} without a message");
         }
         assert_eq!(leader.sm.state_hash(), before, "a bad request changed the state");
+        assert_eq!(
+            leader.controller.shared().origin().origin,
+            "config",
+            "a refused policy changed nothing"
+        );
+
+        // Listings page with `after`; `local` reads work on a follower.
+        let r = http
+            .get(url(follower, "/kv?prefix=vm/&limit=10&after=vm/009&local=true"))
+            .send()
+            .await
+            .unwrap();
+        let page: Vec<serde_json::Value> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let keys: Vec<&str> = page.iter().map(|p| p["key"].as_str().unwrap()).collect();
+        assert_eq!(keys.first(), Some(&"vm/010"));
+        assert_eq!(keys.len(), 10);
+        let r = http.get(url(follower, "/kv/vm/001")).send().await.unwrap();
+        assert_eq!(r.status(), 421, "a linearizable read goes to the leader");
 
         // The admin API: a token is required; with it, status and a
         // snapshot on demand.
