@@ -258,13 +258,17 @@ struct CatchUp {
     state_bytes: u64,
     changed_bytes: u64,
     written_bytes: u64,
+    /// Layers of the installed chain with a segment the follower lacked.
     layers: usize,
     fetched: u64,
     rpc_bytes: u64,
     installs: u64,
 }
 
-async fn catch_up(keys: u64) -> CatchUp {
+/// A follower down while the leader writes `windows` times its snapshot
+/// interval (plus a little) of updates to 2% of the keys; the leader's
+/// policy snapshots and purges as it would.
+async fn catch_up(keys: u64, windows: u64) -> CatchUp {
     let every = (keys / 10).max(500);
     let s = Setup {
         label: "catch-up",
@@ -325,7 +329,7 @@ async fn catch_up(keys: u64) -> CatchUp {
     let down = take_down(&mut nodes);
     let had = applied(&down);
     down.shutdown().await;
-    let writes = every + 500;
+    let writes = windows * every + 500;
     updates(
         leader(&nodes),
         writes,
@@ -334,15 +338,23 @@ async fn catch_up(keys: u64) -> CatchUp {
     )
     .await;
     let target = applied(leader(&nodes));
-    leader(&nodes)
-        .controller
-        .snapshot(Some(ramrod::snapshot::SnapshotKind::Incremental))
-        .await
-        .unwrap();
     until("leader purged (2)", || {
         leader(&nodes).log.stats().first_index > had + 1
     })
     .await;
+    let had_segments: std::collections::BTreeSet<String> = {
+        use ramrod::snapshot::SnapshotStore;
+        let store =
+            ramrod::snapshot::DirStore::open(&dir.path().join(format!("node-{f}/snapshots")))
+                .unwrap();
+        store
+            .list_segments()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect()
+    };
     let lead = leader(&nodes);
     let sent_before = lead.sent.to(f);
     let debug = std::env::var("RAMROD_BENCH_DEBUG_CATCHUP").is_ok();
@@ -378,7 +390,12 @@ async fn catch_up(keys: u64) -> CatchUp {
         );
     }
     let fetched = back.sm.last_install().map_or(0, |(_, f)| f);
-    let layers = back.sm.last_install().map_or(0, |(m, _)| m.deltas.len());
+    let layers = back.sm.last_install().map_or(0, |(m, _)| {
+        std::iter::once(&m.base)
+            .chain(&m.deltas)
+            .filter(|l| l.segments.iter().any(|s| !had_segments.contains(&s.name)))
+            .count()
+    });
     let r = CatchUp {
         state_bytes: lead.sm.state_bytes(),
         changed_bytes: changed * (key(0).len() + VALUE_BYTES) as u64,
@@ -457,7 +474,7 @@ fn main() {
         .unwrap();
     if std::env::var("RAMROD_BENCH_DEBUG_CATCHUP").is_ok() {
         for _ in 0..4 {
-            let c = rt.block_on(catch_up(keys));
+            let c = rt.block_on(catch_up(keys, 1));
             eprintln!("installs {} fetched {}", c.installs, c.fetched);
         }
         return;
@@ -520,32 +537,41 @@ fn main() {
         .unwrap();
     }
 
-    let c = rt.block_on(catch_up(keys));
+    let one = rt.block_on(catch_up(keys, 1));
+    let three = rt.block_on(catch_up(keys, 3));
+    let every_c = (keys / 10).max(500);
     writeln!(
         report,
-        "\n## Follower catch-up\n\nA follower that already holds the leader's base is down while 2% of \
-         {keys} keys change (random, incompressible values), each several times. Installs on \
-         return: {}; the installed chain has {} deltas.\n\n\
-         | | bytes | vs changed data |\n|---|---|---|\n\
-         | data changed (distinct keys × (key + value)) | {} | 1.00x |\n\
-         | data written (every update × (key + value)) | {} | {:.2}x |\n\
-         | segments fetched | {} | {:.2}x |\n\
-         | Raft RPC bodies (manifest, log tail, heartbeats) | {} | {:.2}x |\n\
-         | total transferred | {} | {:.2}x |\n\
-         | full state | {} | {:.2}x |",
-        c.installs,
-        c.layers,
-        c.changed_bytes,
-        c.written_bytes,
-        c.written_bytes as f64 / c.changed_bytes as f64,
-        c.fetched,
-        c.fetched as f64 / c.changed_bytes as f64,
-        c.rpc_bytes,
-        c.rpc_bytes as f64 / c.changed_bytes as f64,
-        c.fetched + c.rpc_bytes,
-        (c.fetched + c.rpc_bytes) as f64 / c.changed_bytes as f64,
-        c.state_bytes,
-        c.state_bytes as f64 / c.changed_bytes as f64,
+        "\n## Follower catch-up\n\nA follower that holds the leader's state up to a snapshot is down \
+         while 2% of {keys} keys change (random, incompressible values, each key many times); the \
+         leader's `entries` policy snapshots (incremental) every {every_c} entries and purges as \
+         usual. Down for one snapshot interval, then for three. Ratios are to the distinct data \
+         changed (distinct keys × (key + value)).\n\n\
+         | | down 1 interval | down 3 intervals |\n|---|---|---|\n\
+         | installs on return | {} | {} |\n\
+         | layers the follower lacked | {} | {} |\n\
+         | data changed, distinct | {} B | {} B |\n\
+         | data written (every update) | {:.2}x | {:.2}x |\n\
+         | segments fetched | {:.2}x | {:.2}x |\n\
+         | Raft RPC bodies (manifest, log tail, heartbeats) | {:.2}x | {:.2}x |\n\
+         | total transferred | {:.2}x | {:.2}x |\n\
+         | full state | {:.2}x | {:.2}x |",
+        one.installs,
+        three.installs,
+        one.layers,
+        three.layers,
+        one.changed_bytes,
+        three.changed_bytes,
+        one.written_bytes as f64 / one.changed_bytes as f64,
+        three.written_bytes as f64 / three.changed_bytes as f64,
+        one.fetched as f64 / one.changed_bytes as f64,
+        three.fetched as f64 / three.changed_bytes as f64,
+        one.rpc_bytes as f64 / one.changed_bytes as f64,
+        three.rpc_bytes as f64 / three.changed_bytes as f64,
+        (one.fetched + one.rpc_bytes) as f64 / one.changed_bytes as f64,
+        (three.fetched + three.rpc_bytes) as f64 / three.changed_bytes as f64,
+        one.state_bytes as f64 / one.changed_bytes as f64,
+        three.state_bytes as f64 / three.changed_bytes as f64,
     )
     .unwrap();
 
