@@ -642,10 +642,28 @@ impl KvStateMachine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let fetched = snaps.fetch_missing(manifest, source.as_deref()).await?;
         let name = format!("{}/{}", snaps.group(), manifest.id);
-        let loaded = snaps.load(&name, manifest).await?;
-        snaps.adopt(manifest).await?;
+        // The merged catch-up when it applies; the manifest's own layers
+        // otherwise, or if the merged chain does not restore the state.
+        let merged = self.catch_up(manifest, source.as_deref()).await;
+        let (local, fetched, loaded) = match merged {
+            Some((local, fetched)) => match snaps.load(&name, &local).await {
+                Ok(loaded) => (local, fetched, loaded),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the merged catch-up did not restore the snapshot; fetching its layers");
+                    let more = snaps.fetch_missing(manifest, source.as_deref()).await?;
+                    let loaded = snaps.load(&name, manifest).await?;
+                    (manifest.clone(), fetched + more, loaded)
+                }
+            },
+            None => {
+                let fetched = snaps.fetch_missing(manifest, source.as_deref()).await?;
+                let loaded = snaps.load(&name, manifest).await?;
+                (manifest.clone(), fetched, loaded)
+            }
+        };
+        snaps.adopt(&local).await?;
+        let manifest = &local;
         let mut inner = self.lock();
         let stats = std::mem::take(&mut inner.stats);
         *inner = Inner::with_state(loaded.state, loaded.state_hash);
@@ -666,6 +684,68 @@ impl KvStateMachine {
         });
         tracing::info!(snapshot = %manifest.id, fetched, "installed a snapshot from the leader");
         Ok(fetched)
+    }
+
+    /// A follower that holds the base and the first deltas of `m` but lacks
+    /// two or more of its later deltas asks `source` for those deltas
+    /// merged (each changed key once) instead of fetching each. Returns the
+    /// local chain (same id, index, keys and state hash as `m`; the lacking
+    /// deltas replaced by the merged layer) and the bytes fetched; `None`
+    /// when it does not apply or the source cannot merge.
+    async fn catch_up(
+        &self,
+        m: &Manifest,
+        source: Option<&dyn SegmentSource>,
+    ) -> Option<(Manifest, u64)> {
+        let source = source?;
+        let store = self.shared.snapshots.store();
+        let layers: Vec<&snapshot::Layer> = std::iter::once(&m.base).chain(&m.deltas).collect();
+        let mut have = 0;
+        'layers: for l in &layers {
+            for seg in &l.segments {
+                if !store.has_segment(&seg.name).await.ok()? {
+                    break 'layers;
+                }
+            }
+            have += 1;
+        }
+        if have == 0 || layers.len() - have < 2 {
+            return None;
+        }
+        let segments = match source.merged_layers(m, have).await? {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no merged catch-up; fetching the layers");
+                return None;
+            }
+        };
+        let mut refs = Vec::new();
+        let mut fetched = 0;
+        for bytes in segments {
+            let name = snapshot::segment::name_of(&bytes);
+            let records = match snapshot::segment::read(&name, &bytes, |_, _| {}) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a merged catch-up segment is damaged; fetching the layers");
+                    return None;
+                }
+            };
+            let len = bytes.len() as u64;
+            fetched += len;
+            store.put_segment(&name, bytes).await.ok()?;
+            refs.push(snapshot::SegmentRef {
+                name,
+                bytes: len,
+                records,
+            });
+        }
+        let mut local = m.clone();
+        local.deltas.truncate(have - 1);
+        local.deltas.push(snapshot::Layer {
+            last_log_id: m.last_log_id,
+            segments: refs,
+        });
+        Some((local, fetched))
     }
 
     fn meta_of(m: &Manifest) -> SnapshotMeta<NodeId, openraft::BasicNode> {

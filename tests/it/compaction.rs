@@ -309,6 +309,13 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
             manifest.chain_bytes()
         );
         assert!(!manifest.deltas.is_empty());
+        // The leader's deltas since the follower's point came merged, as one
+        // layer: each changed key once.
+        let lacked = std::iter::once(&manifest.base)
+            .chain(&manifest.deltas)
+            .filter(|l| l.segments.iter().any(|s| !had.contains(&s.name)))
+            .count();
+        assert_eq!(lacked, 1, "one merged layer: {manifest:?}");
         let lead = leader_of(&nodes).await;
         eventually(Duration::from_secs(10), "equal states", || {
             back.sm.state_hash() == lead.sm.state_hash()

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/raft/segment/{name}", get(raft_segment))
+        .route("/raft/catchup", post(raft_catchup))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/kv", get(kv_list))
@@ -151,6 +152,37 @@ async fn raft_segment(State(s): Shared, Path(name): Path<String>) -> Response {
             Json(ErrorBody::new(format!("no segment {name}"))),
         )
             .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorBody::new(e.to_string())),
+        )
+            .into_response(),
+    }
+}
+
+/// The delta layers a returning follower lacks, merged into new segments.
+async fn raft_catchup(State(s): Shared, body: Bytes) -> Response {
+    let req: super::network::CatchUpRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let manifest = match crate::snapshot::Manifest::decode(&req.manifest) {
+        Ok(m) => m,
+        Err(e) => return bad_request(format!("malformed manifest: {e}")),
+    };
+    match s
+        .sm
+        .snapshots()
+        .merge_layers(&manifest, req.from as usize)
+        .await
+    {
+        Ok(segments) => postcard_reply(&super::network::CatchUpReply {
+            segments: segments
+                .into_iter()
+                .map(|s| serde_bytes::ByteBuf::from(s.bytes.to_vec()))
+                .collect(),
+        }),
+        Err(crate::snapshot::SnapshotError::Manifest { reason, .. }) => bad_request(reason),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(ErrorBody::new(e.to_string())),

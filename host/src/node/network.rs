@@ -372,4 +372,70 @@ impl crate::snapshot::SegmentSource for LeaderSource {
         }
         Ok(body)
     }
+
+    async fn merged_layers(
+        &self,
+        manifest: &crate::snapshot::Manifest,
+        from: usize,
+    ) -> Option<Result<Vec<bytes::Bytes>, crate::snapshot::StoreError>> {
+        let err = |reason: String| crate::snapshot::StoreError::Other {
+            store: self.describe_source(),
+            key: format!("catch-up {}#{from}", manifest.id),
+            reason,
+        };
+        let addr = self.leader_addr()?;
+        let req = CatchUpRequest {
+            manifest: manifest.encode(),
+            from: from as u64,
+        };
+        let resp = match self
+            .client
+            .post(format!("http://{addr}/raft/catchup"))
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .body(encode(&req))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Some(Err(err(e.to_string()))),
+        };
+        let status = resp.status();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Some(Err(err(e.to_string()))),
+        };
+        if !status.is_success() {
+            return Some(Err(err(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ))));
+        }
+        Some(
+            decode::<CatchUpReply>(&body)
+                .map(|r| {
+                    r.segments
+                        .into_iter()
+                        .map(|b| bytes::Bytes::from(b.into_vec()))
+                        .collect()
+                })
+                .map_err(err),
+        )
+    }
+}
+
+/// `POST /raft/catchup`: the delta layers `from..` of a manifest, merged.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CatchUpRequest {
+    /// The manifest (encoded) being installed.
+    #[serde(with = "serde_bytes")]
+    pub manifest: Vec<u8>,
+    /// The first delta layer the follower lacks (1 is the first delta).
+    pub from: u64,
+}
+
+/// The answer to a [`CatchUpRequest`]: the merged segments.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CatchUpReply {
+    /// Encoded segments, in key order.
+    pub segments: Vec<serde_bytes::ByteBuf>,
 }

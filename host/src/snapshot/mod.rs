@@ -737,6 +737,53 @@ impl Snapshots {
         Ok(fetched)
     }
 
+    /// The changes of the delta layers `from..` of `manifest` (1 is the
+    /// first delta), merged so that a later layer wins, as new segments:
+    /// what a node holding the layers before `from` needs, each key once.
+    /// Every segment read is verified.
+    ///
+    /// # Errors
+    /// If `from` is not a delta of `manifest`, or a segment is missing or
+    /// damaged.
+    pub async fn merge_layers(
+        &self,
+        manifest: &Manifest,
+        from: usize,
+    ) -> Result<Vec<segment::Segment>, SnapshotError> {
+        if from == 0 || from > manifest.deltas.len() {
+            return Err(SnapshotError::Manifest {
+                name: manifest.id.clone(),
+                reason: format!("no delta layer {from} (it has {})", manifest.deltas.len()),
+            });
+        }
+        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> =
+            std::collections::BTreeMap::new();
+        for layer in &manifest.deltas[from - 1..] {
+            for s in &layer.segments {
+                let bytes = self.store.get_segment(&s.name).await?;
+                segment::read(&s.name, &bytes, |k, v| {
+                    merged.insert(k, v);
+                })
+                .map_err(|source| SnapshotError::Segment {
+                    name: s.name.clone(),
+                    source,
+                })?;
+            }
+        }
+        let (seg_bytes, block_bytes) = (self.config.segment_bytes, self.config.block_bytes);
+        tokio::task::spawn_blocking(move || {
+            let mut b = segment::SegmentBuilder::new(seg_bytes, block_bytes);
+            let mut out = Vec::new();
+            for (k, v) in &merged {
+                out.extend(b.push(k, v.as_deref()));
+            }
+            out.extend(b.finish());
+            out
+        })
+        .await
+        .map_err(|e| SnapshotError::Task(e.to_string()))
+    }
+
     /// Records `manifest` (received from another node) as a snapshot of this
     /// group, so a restart restores it. A manifest already there is kept.
     ///

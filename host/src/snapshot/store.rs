@@ -67,6 +67,17 @@ pub trait SegmentSource: Send + Sync + Debug {
     fn describe_source(&self) -> String;
     /// Reads a segment. The caller verifies it against its name.
     async fn fetch_segment(&self, name: &str) -> Result<Bytes, StoreError>;
+    /// The delta layers `from..` of `manifest` merged into new segments (a
+    /// later layer wins), if this source can build them; `None` if it
+    /// cannot (then the caller fetches the layers' own segments). The
+    /// caller verifies the result against the manifest's state hash.
+    async fn merged_layers(
+        &self,
+        _manifest: &super::Manifest,
+        _from: usize,
+    ) -> Option<Result<Vec<Bytes>, StoreError>> {
+        None
+    }
 }
 
 /// A snapshot store used as a [`SegmentSource`].
