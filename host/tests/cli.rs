@@ -414,16 +414,14 @@ fn policy_swap_and_decisions_on_a_running_node() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(policy_of().unwrap()["policy"]["name"], "entries");
+    // `ramrod policy VERB --node URL --token T ARGS...`
+    let policy = |verb: &str, args: &[&str]| {
+        let mut all = vec!["policy", verb, "--node", &url, "--token", "t0k-t0k-t0k"];
+        all.extend_from_slice(args);
+        ramrod(&all)
+    };
 
-    let o = ramrod(&[
-        "policy",
-        "swap",
-        "--node",
-        &url,
-        "--token",
-        "t0k-t0k-t0k",
-        "adaptive",
-    ]);
+    let o = policy("swap", &["adaptive"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("this node only"), "{out}");
@@ -431,30 +429,12 @@ fn policy_swap_and_decisions_on_a_running_node() {
     assert_eq!(v["policy"]["name"], "adaptive");
     assert_eq!(v["policy"]["origin"], "local");
 
-    let o = ramrod(&[
-        "policy",
-        "swap",
-        "--cluster",
-        "--node",
-        &url,
-        "--token",
-        "t0k-t0k-t0k",
-        &fixture("wrong-world.wasm"),
-    ]);
+    let o = policy("swap", &["--cluster", &fixture("wrong-world.wasm")]);
     let (out, err) = text(&o);
     assert!(!o.status.success(), "{out}");
     assert!(err.contains("refused"), "{err}");
 
-    let o = ramrod(&[
-        "policy",
-        "swap",
-        "--cluster",
-        "--node",
-        &url,
-        "--token",
-        "t0k-t0k-t0k",
-        "bytes-or-age",
-    ]);
+    let o = policy("swap", &["--cluster", "bytes-or-age"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("at log index"), "{out}");
@@ -468,14 +448,7 @@ fn policy_swap_and_decisions_on_a_running_node() {
     }
     assert_eq!(policy_of().unwrap()["policy"]["name"], "bytes-or-age");
 
-    let o = ramrod(&[
-        "policy",
-        "decisions",
-        "--node",
-        &url,
-        "--token",
-        "t0k-t0k-t0k",
-    ]);
+    let o = policy("decisions", &[]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("entries") || out.contains("adaptive"), "{out}");
