@@ -17,7 +17,7 @@ use openraft::{CommittedLeaderId, EntryPayload};
 use proptest::prelude::*;
 use ramrod::raft::{Command, Entry, LogId, Request};
 use ramrod::snapshot::{
-    DirStore, Manifest, S3Config, S3Store, SnapshotConfig, SnapshotKind, SnapshotStore, Snapshots,
+    DirStore, Manifest, S3Store, SnapshotConfig, SnapshotKind, SnapshotStore, Snapshots,
 };
 use ramrod::state_machine::KvStateMachine;
 
