@@ -460,6 +460,18 @@ impl KvStateMachine {
         map.keys().cloned().collect()
     }
 
+    /// The kind the next [`build`](Self::build) with `asked` will write:
+    /// full without a parent, else `asked`, else incremental while the chain
+    /// is shorter than `max_chain`.
+    pub fn planned_kind(&self, asked: Option<SnapshotKind>) -> SnapshotKind {
+        let inner = self.lock();
+        plan_kind(
+            asked,
+            inner.current.as_ref().map(|(m, _)| m),
+            self.shared.snapshots.config().max_chain,
+        )
+    }
+
     /// Tells openraft about a snapshot [`build`](Self::build) wrote: the
     /// next `build_snapshot` openraft runs (after `trigger().snapshot()`)
     /// returns `manifest` instead of writing a new one.
@@ -551,12 +563,7 @@ impl KvStateMachine {
                 (None, None) => (None, "openraft".to_string()),
             };
             let parent = inner.current.as_ref().map(|(m, _)| m.clone());
-            let kind = match (asked, &parent) {
-                (_, None) => SnapshotKind::Full,
-                (Some(k), Some(_)) => k,
-                (None, Some(p)) if 1 + p.deltas.len() < max_chain => SnapshotKind::Incremental,
-                (None, Some(_)) => SnapshotKind::Full,
-            };
+            let kind = plan_kind(asked, parent.as_ref(), max_chain);
             // Later changes go to the overlay until the writer is done.
             if !inner.overlay.is_empty() {
                 // A previous merge is unfinished: finish it first (bounded
@@ -869,6 +876,20 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
             meta: Self::meta_of(m),
             snapshot: Box::new(Cursor::new(bytes.clone())),
         }))
+    }
+}
+
+/// The kind of a build asked for `asked` on top of `parent`.
+fn plan_kind(
+    asked: Option<SnapshotKind>,
+    parent: Option<&Manifest>,
+    max_chain: usize,
+) -> SnapshotKind {
+    match (asked, parent) {
+        (_, None) => SnapshotKind::Full,
+        (Some(k), Some(_)) => k,
+        (None, Some(p)) if 1 + p.deltas.len() < max_chain => SnapshotKind::Incremental,
+        (None, Some(_)) => SnapshotKind::Full,
     }
 }
 

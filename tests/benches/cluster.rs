@@ -342,53 +342,16 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
         leader(&nodes).log.stats().first_index > had + 1
     })
     .await;
-    let had_segments: std::collections::BTreeSet<String> = {
-        use ramrod::snapshot::SnapshotStore;
-        let store =
-            ramrod::snapshot::DirStore::open(&dir.path().join(format!("node-{f}/snapshots")))
-                .unwrap();
-        store
-            .list_segments()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.name)
-            .collect()
-    };
+    let had_segments =
+        ramrod_tests::stored_segments(&dir.path().join(format!("node-{f}/snapshots"))).await;
     let lead = leader(&nodes);
     let sent_before = lead.sent.to(f);
-    let debug = std::env::var("RAMROD_BENCH_DEBUG_CATCHUP").is_ok();
-    if debug {
-        eprintln!(
-            "had {had} target {target} leader first {} snapshot {:?}",
-            lead.log.stats().first_index,
-            lead.sm
-                .current_manifest()
-                .and_then(|m| m.last_log_id)
-                .map(|l| l.index)
-        );
-    }
     let back = Node::start(config(f, &ports, dir.path(), &s))
         .await
         .unwrap();
     until("caught up (2)", || applied(&back) >= target).await;
     let lead = leader(&nodes);
     let rpc_bytes = lead.sent.to(f) - sent_before;
-    if debug {
-        eprintln!(
-            "installed {} last install at {:?}; leader snapshot {:?} first {}",
-            back.sm.stats().installed,
-            back.sm
-                .last_install()
-                .and_then(|(m, _)| m.last_log_id)
-                .map(|l| l.index),
-            lead.sm
-                .current_manifest()
-                .and_then(|m| m.last_log_id)
-                .map(|l| l.index),
-            lead.log.stats().first_index
-        );
-    }
     let fetched = back.sm.last_install().map_or(0, |(_, f)| f);
     let layers = back.sm.last_install().map_or(0, |(m, _)| {
         std::iter::once(&m.base)
@@ -472,13 +435,6 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    if std::env::var("RAMROD_BENCH_DEBUG_CATCHUP").is_ok() {
-        for _ in 0..4 {
-            let c = rt.block_on(catch_up(keys, 1));
-            eprintln!("installs {} fetched {}", c.installs, c.fetched);
-        }
-        return;
-    }
     let mut report = String::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     writeln!(

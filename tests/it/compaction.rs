@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use ramrod::config::NodeConfig;
 use ramrod::node::Node;
 use ramrod::raft::Request;
-use ramrod::snapshot::{DirStore, SnapshotStore};
 
 use crate::cluster::{TOKEN, config, free_ports, leader};
 
@@ -194,20 +193,6 @@ fn an_idle_cluster_compacts_under_bytes_or_age() {
     });
 }
 
-/// Segment names in a node's snapshot directory.
-async fn segments_in(dir: &Path) -> BTreeSet<String> {
-    match DirStore::open(dir) {
-        Ok(store) => store
-            .list_segments()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.name)
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
-}
-
 /// Stops node `id`, runs `during` (writes on the leader), restarts it and
 /// waits until it has applied everything. Returns the restarted node and
 /// the segments its store held while it was down.
@@ -220,7 +205,8 @@ async fn down_while(
 ) -> BTreeSet<String> {
     let pos = nodes.iter().position(|n| n.id() == id).unwrap();
     nodes.remove(pos).shutdown().await;
-    let had = segments_in(&dir.join(format!("node-{id}")).join("snapshots")).await;
+    let had =
+        ramrod_tests::stored_segments(&dir.join(format!("node-{id}")).join("snapshots")).await;
     let lead = leader_of(nodes).await;
     during(lead).await;
     let last = applied(lead);

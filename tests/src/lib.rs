@@ -42,3 +42,19 @@ pub fn node_config(id: u64, ports: &[u16], dir: &Path, token: &str) -> NodeConfi
     c.raft.election_max_ms = 600;
     c
 }
+
+/// Names of the segments in the snapshot directory `dir` (empty if there is
+/// none yet).
+pub async fn stored_segments(dir: &Path) -> std::collections::BTreeSet<String> {
+    use ramrod::snapshot::SnapshotStore;
+    match ramrod::snapshot::DirStore::open(dir) {
+        Ok(store) => store
+            .list_segments()
+            .await
+            .expect("a snapshot directory lists")
+            .into_iter()
+            .map(|o| o.name)
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}

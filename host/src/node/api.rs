@@ -893,10 +893,8 @@ async fn admin_policy_put(
             label,
             bytes: wasm.into(),
         };
-        let config = q.config.clone();
-        let h = host.clone();
-        return match tokio::task::spawn_blocking(move || h.swap(&source, &config)).await {
-            Ok(Ok(report)) => {
+        return match super::controller::swap_in(&host, source, q.config.clone()).await {
+            Ok(report) => {
                 s.controller.shared().note_local_swap();
                 s.controller.check();
                 Json(PolicyReply {
@@ -908,7 +906,6 @@ async fn admin_policy_put(
                 })
                 .into_response()
             }
-            Ok(Err(e)) => bad_request(format!("policy refused: {e}")),
             Err(e) => bad_request(format!("policy refused: {e}")),
         };
     }

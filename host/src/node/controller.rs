@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 
 use super::network::InFlight;
 use crate::log_store::LogStore;
-use crate::policy::{DecisionRecord, PolicyHost, PolicySource};
-use crate::raft::{NodeId, TypeConfig};
+use crate::policy::{DecisionRecord, PolicyError, PolicyHost, PolicySource, SwapReport};
+use crate::raft::{NodeId, PolicySpec, TypeConfig};
 use crate::sdk::{self, Clamp, Facts, Follower, LogFacts, Role, SnapshotFacts};
 use crate::snapshot::{Manifest, SnapshotKind};
 use crate::state_machine::{AppliedPolicy, KvStateMachine};
@@ -188,6 +188,37 @@ enum Msg {
         reply: Reply,
     },
     Check,
+}
+
+/// Swaps `source`, configured with `config`, into `host` (compile,
+/// instantiate, configure, dry run) on a blocking thread.
+///
+/// # Errors
+/// Why the policy was refused; the running one stays.
+pub async fn swap_in(
+    host: &Arc<PolicyHost>,
+    source: PolicySource,
+    config: String,
+) -> Result<SwapReport, PolicyError> {
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || host.swap(&source, &config))
+        .await
+        .unwrap_or_else(|e| Err(PolicyError::Engine(format!("the swap task failed: {e}"))))
+}
+
+/// [`swap_in`] of a policy the cluster's state holds.
+///
+/// # Errors
+/// Why the policy was refused; the running one stays.
+pub async fn swap_spec(
+    host: &Arc<PolicyHost>,
+    spec: &PolicySpec,
+) -> Result<SwapReport, PolicyError> {
+    let source = PolicySource::Bytes {
+        label: spec.label.clone(),
+        bytes: spec.wasm.clone().into(),
+    };
+    swap_in(host, source, spec.config.clone()).await
 }
 
 /// A handle on a node's controller.
@@ -363,7 +394,7 @@ impl Controller {
         mut policy_rx: watch::Receiver<Option<AppliedPolicy>>,
     ) {
         let mut metrics = self.raft.metrics();
-        let mut notable = self.notable();
+        let mut notable = self.notable(&metrics.borrow_and_update());
         let min_gap = Duration::from_millis(u64::from(self.host.bounds().min_check_ms));
         let mut next = tokio::time::Instant::now();
         // `Node::start` loaded the policy the state held then; entries
@@ -402,7 +433,7 @@ impl Controller {
                     if changed.is_err() {
                         return; // Raft stopped.
                     }
-                    let now = self.notable();
+                    let now = self.notable(&metrics.borrow_and_update());
                     if now != notable {
                         let why = if now.state != notable.state {
                             "role changed"
@@ -442,8 +473,7 @@ impl Controller {
         }
     }
 
-    fn notable(&self) -> Notable {
-        let m = self.raft.metrics().borrow().clone();
+    fn notable(&self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Notable {
         let mut behind = BTreeSet::new();
         if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
             let first = self.log.stats().first_index;
@@ -467,19 +497,10 @@ impl Controller {
         let Some(applied) = applied else {
             return;
         };
-        let host = self.host.clone();
-        let spec = applied.spec.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let source = PolicySource::Bytes {
-                label: spec.label.clone(),
-                bytes: spec.wasm.clone().into(),
-            };
-            host.swap(&source, &spec.config)
-        })
-        .await;
+        let result = swap_spec(&self.host, &applied.spec).await;
         let mut origin = self.shared.origin.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok(Ok(report)) => {
+            Ok(report) => {
                 self.shared
                     .counters
                     .rollouts_applied
@@ -491,20 +512,12 @@ impl Controller {
                 origin.origin = "rollout".into();
                 origin.index = Some(applied.index);
             }
-            Ok(Err(e)) => {
-                self.shared
-                    .counters
-                    .rollout_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(index = applied.index, error = %e, "could not load the rolled-out policy; keeping the running one");
-                origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
-            }
             Err(e) => {
                 self.shared
                     .counters
                     .rollout_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(index = applied.index, error = %e, "loading the rolled-out policy failed; keeping the running one");
+                tracing::error!(index = applied.index, error = %e, "could not load the rolled-out policy; keeping the running one");
                 origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
             }
         }
@@ -538,12 +551,7 @@ impl Controller {
 
     fn start_build(&mut self, kind: Option<SnapshotKind>, by: String) {
         let (sm, raft) = (self.sm.clone(), self.raft.clone());
-        let chosen = kind.unwrap_or_else(|| match self.sm.current_manifest() {
-            Some(m) if 1 + m.deltas.len() < self.sm.snapshots().config().max_chain => {
-                SnapshotKind::Incremental
-            }
-            _ => SnapshotKind::Full,
-        });
+        let chosen = self.sm.planned_kind(kind);
         let task = tokio::spawn(async move {
             let m = sm.build_for(kind, &by).await.map_err(|e| e.to_string())?;
             // Tell openraft: it then may purge up to the snapshot and sends

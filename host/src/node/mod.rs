@@ -308,18 +308,7 @@ async fn start_policy(
     let host = Arc::new(PolicyHost::new(runtime, config.bounds.clone(), &fallback)?);
     let mut origin = controller::PolicyOrigin::default();
     if let Some(applied) = sm.policy() {
-        let h = host.clone();
-        let spec = applied.spec.clone();
-        let swapped = tokio::task::spawn_blocking(move || {
-            let source = PolicySource::Bytes {
-                label: spec.label.clone(),
-                bytes: spec.wasm.clone().into(),
-            };
-            h.swap(&source, &spec.config)
-        })
-        .await
-        .map_err(|e| NodeError::Raft(format!("loading the policy: {e}")))?;
-        match swapped {
+        match controller::swap_spec(&host, &applied.spec).await {
             Ok(_) => {
                 origin.origin = "rollout".into();
                 origin.index = Some(applied.index);
@@ -342,10 +331,7 @@ async fn start_policy(
     };
     let text = toml::to_string(&config.policy.config)
         .map_err(|e| NodeError::Config(format!("policy.config: {e}")))?;
-    let h = host.clone();
-    tokio::task::spawn_blocking(move || h.swap(&source, &text))
-        .await
-        .map_err(|e| NodeError::Raft(format!("loading the policy: {e}")))??;
+    controller::swap_in(&host, source, text).await?;
     origin.origin = "config".into();
     Ok((host, origin))
 }

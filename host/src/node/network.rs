@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::raft::{NodeId, TypeConfig};
+use crate::snapshot::SegmentSource as _;
 
 /// Content type of RPC bodies.
 pub const CONTENT_TYPE: &str = "application/x-ramrod-postcard";
@@ -342,35 +343,10 @@ impl crate::snapshot::SegmentSource for LeaderSource {
     }
 
     async fn fetch_segment(&self, name: &str) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
-        let err = |reason: String| crate::snapshot::StoreError::Other {
-            store: self.describe_source(),
-            key: name.to_string(),
-            reason,
-        };
-        let addr = self
-            .leader_addr()
-            .ok_or_else(|| err("no leader is known".into()))?;
-        let resp = self
-            .client
-            .get(format!("http://{addr}/raft/segment/{name}"))
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(crate::snapshot::StoreError::NotFound {
-                store: self.describe_source(),
-                key: name.to_string(),
-            });
-        }
-        if !status.is_success() {
-            return Err(err(format!(
-                "answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            )));
-        }
-        Ok(body)
+        self.call(name, |c, addr| {
+            c.get(format!("http://{addr}/raft/segment/{name}"))
+        })
+        .await
     }
 
     async fn merged_layers(
@@ -378,38 +354,23 @@ impl crate::snapshot::SegmentSource for LeaderSource {
         manifest: &crate::snapshot::Manifest,
         from: usize,
     ) -> Option<Result<Vec<bytes::Bytes>, crate::snapshot::StoreError>> {
-        let err = |reason: String| crate::snapshot::StoreError::Other {
-            store: self.describe_source(),
-            key: format!("catch-up {}#{from}", manifest.id),
-            reason,
-        };
-        let addr = self.leader_addr()?;
-        let req = CatchUpRequest {
+        self.leader_addr()?;
+        let key = format!("catch-up {}#{from}", manifest.id);
+        let req = encode(&CatchUpRequest {
             manifest: manifest.encode(),
             from: from as u64,
-        };
-        let resp = match self
-            .client
-            .post(format!("http://{addr}/raft/catchup"))
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(encode(&req))
-            .send()
+        });
+        let body = match self
+            .call(&key, |c, addr| {
+                c.post(format!("http://{addr}/raft/catchup"))
+                    .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                    .body(req.clone())
+            })
             .await
         {
-            Ok(r) => r,
-            Err(e) => return Some(Err(err(e.to_string()))),
-        };
-        let status = resp.status();
-        let body = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Some(Err(err(e.to_string()))),
+            Err(e) => return Some(Err(e)),
         };
-        if !status.is_success() {
-            return Some(Err(err(format!(
-                "answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ))));
-        }
         Some(
             decode::<CatchUpReply>(&body)
                 .map(|r| {
@@ -418,8 +379,53 @@ impl crate::snapshot::SegmentSource for LeaderSource {
                         .map(|b| bytes::Bytes::from(b.into_vec()))
                         .collect()
                 })
-                .map_err(err),
+                .map_err(|reason| self.error(&key, reason)),
         )
+    }
+}
+
+impl LeaderSource {
+    fn error(&self, key: &str, reason: String) -> crate::snapshot::StoreError {
+        crate::snapshot::StoreError::Other {
+            store: self.describe_source(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// Sends the request `make` builds for the leader's address; the body of
+    /// a successful answer, `NotFound` on 404, an error naming `key`
+    /// otherwise.
+    async fn call(
+        &self,
+        key: &str,
+        make: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
+        let addr = self
+            .leader_addr()
+            .ok_or_else(|| self.error(key, "no leader is known".into()))?;
+        let resp = make(&self.client, &addr)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.error(key, e.to_string()))?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(crate::snapshot::StoreError::NotFound {
+                store: self.describe_source(),
+                key: key.to_string(),
+            });
+        }
+        if !status.is_success() {
+            return Err(self.error(
+                key,
+                format!("answered {status}: {}", String::from_utf8_lossy(&body)),
+            ));
+        }
+        Ok(body)
     }
 }
 
