@@ -104,6 +104,16 @@ impl PolicyConfig {
             (None, None) => Some("adaptive"),
         }
     }
+
+    /// Where the first policy comes from: the file, else the built-in.
+    pub fn source(&self) -> crate::policy::PolicySource {
+        match (&self.file, self.builtin()) {
+            (Some(f), _) => crate::policy::PolicySource::File(f.clone()),
+            (None, name) => {
+                crate::policy::PolicySource::Builtin(name.unwrap_or("adaptive").to_string())
+            }
+        }
+    }
 }
 
 /// Raft timing.
@@ -267,6 +277,9 @@ impl NodeConfig {
         if r.builtin_snapshot_every == Some(0) {
             return Err("`raft`: builtin-snapshot-every must be at least 1".into());
         }
+        if self.snapshots.max_chain == 0 {
+            return Err("`snapshots`: max-chain must be at least 1".into());
+        }
         if self.token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err("`token` must be at least 8 characters".into());
         }
@@ -352,6 +365,7 @@ heartbeat-ms = 50
         assert!(bad("token = \"short\"\n").contains("token"));
         assert!(bad("[policy]\nname = \"entries\"\nfile = \"p.wasm\"\n").contains("policy"));
         assert!(bad("[raft]\nheartbeat-ms = 500\n").contains("raft"));
+        assert!(bad("[snapshots]\nmax-chain = 0\n").contains("max-chain"));
     }
 
     #[test]

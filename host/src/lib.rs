@@ -22,6 +22,7 @@ pub mod policy;
 pub use ramrod_policy_sdk as sdk;
 pub mod log_store;
 pub mod node;
+mod platform;
 pub mod raft;
 pub mod record;
 pub mod snapshot;

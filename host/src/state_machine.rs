@@ -110,8 +110,6 @@ struct Inner {
     /// The last snapshot installed from another node, and the segment
     /// bytes that install fetched.
     last_install: Option<(Manifest, u64)>,
-    /// What the next build should be, and who asked.
-    next: Option<(SnapshotKind, String)>,
     stats: SnapshotStats,
 }
 
@@ -460,18 +458,6 @@ impl KvStateMachine {
         map.keys().cloned().collect()
     }
 
-    /// The kind the next [`build`](Self::build) with `asked` will write:
-    /// full without a parent, else `asked`, else incremental while the chain
-    /// is shorter than `max_chain`.
-    pub fn planned_kind(&self, asked: Option<SnapshotKind>) -> SnapshotKind {
-        let inner = self.lock();
-        plan_kind(
-            asked,
-            inner.current.as_ref().map(|(m, _)| m),
-            self.shared.snapshots.config().max_chain,
-        )
-    }
-
     /// Tells openraft about a snapshot [`build`](Self::build) wrote: the
     /// next `build_snapshot` openraft runs (after `trigger().snapshot()`)
     /// returns `manifest` instead of writing a new one.
@@ -514,11 +500,6 @@ impl KvStateMachine {
         self.lock().current.as_ref().map(|(m, _)| m.clone())
     }
 
-    /// Makes the next snapshot openraft builds of `kind`, recording who asked.
-    pub fn request_kind(&self, kind: SnapshotKind, requested_by: &str) {
-        self.lock().next = Some((kind, requested_by.to_string()));
-    }
-
     /// Sets how many snapshots to keep.
     pub fn set_retain(&self, n: usize) {
         self.shared
@@ -532,38 +513,54 @@ impl KvStateMachine {
         *self.shared.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
     }
 
-    /// Builds a snapshot of `kind` (`None`: the requested kind, else
-    /// incremental when a parent exists and the chain is shorter than
-    /// `max_chain`, else full), then applies retention. Applying continues
-    /// while it runs.
+    /// Builds a snapshot of `kind` (`None`: incremental when a parent
+    /// exists), with the chain bound applied (an incremental that would make
+    /// the chain longer than `max-chain` is full), then applies retention.
+    /// Applying continues while it runs.
     ///
     /// # Errors
     /// If writing fails; the changed keys are then kept for the next one.
     pub async fn build(&self, kind: Option<SnapshotKind>) -> Result<Manifest, SnapshotError> {
+        let kind = self.bounded_kind(kind);
         self.build_for(kind, "caller").await
     }
 
-    /// [`build`](Self::build), recording `requested_by` in the manifest
-    /// when `kind` is given.
+    /// The kind a build asked to be `asked` is once the chain bound applies.
+    fn bounded_kind(&self, asked: Option<SnapshotKind>) -> SnapshotKind {
+        let chain = self
+            .lock()
+            .current
+            .as_ref()
+            .map_or(0, |(m, _)| 1 + m.deltas.len());
+        let bounds = crate::sdk::Bounds {
+            max_chain: u32::try_from(self.shared.snapshots.config().max_chain).unwrap_or(u32::MAX),
+            ..crate::sdk::Bounds::default()
+        };
+        let chain = u32::try_from(chain).unwrap_or(u32::MAX);
+        let asked = asked.unwrap_or(SnapshotKind::Incremental);
+        crate::sdk::snapshot_kind(asked, chain > 0, chain, &bounds).0
+    }
+
+    /// Builds a snapshot of exactly `kind` (the caller planned it; full is
+    /// still written when no parent exists), recording `requested_by` in the
+    /// manifest, then applies retention.
     ///
     /// # Errors
     /// If writing fails; the changed keys are then kept for the next one.
     pub async fn build_for(
         &self,
-        kind: Option<SnapshotKind>,
+        kind: SnapshotKind,
         requested_by: &str,
     ) -> Result<Manifest, SnapshotError> {
         let _one = self.shared.build.lock().await;
-        let max_chain = self.shared.snapshots.config().max_chain;
         let req = {
             let mut inner = self.lock();
-            let (asked, by) = match (kind, inner.next.take()) {
-                (Some(k), _) => (Some(k), requested_by.to_string()),
-                (None, Some((k, by))) => (Some(k), by),
-                (None, None) => (None, "openraft".to_string()),
-            };
             let parent = inner.current.as_ref().map(|(m, _)| m.clone());
-            let kind = plan_kind(asked, parent.as_ref(), max_chain);
+            let kind = if parent.is_none() {
+                SnapshotKind::Full
+            } else {
+                kind
+            };
             // Later changes go to the overlay until the writer is done.
             if !inner.overlay.is_empty() {
                 // A previous merge is unfinished: finish it first (bounded
@@ -580,7 +577,7 @@ impl KvStateMachine {
                 last_log_id: inner.last_applied,
                 membership: inner.membership.clone(),
                 state_hash: inner.hash,
-                requested_by: by,
+                requested_by: requested_by.to_string(),
             }
         };
         let kind = req.kind;
@@ -778,9 +775,13 @@ impl RaftSnapshotBuilder<TypeConfig> for KvStateMachine {
         };
         let m = match handed {
             Some(m) => m,
-            None => self.build(None).await.map_err(|e| {
-                StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
-            })?,
+            // openraft's own snapshot policy (the baseline mode) asked.
+            None => self
+                .build_for(self.bounded_kind(None), "openraft")
+                .await
+                .map_err(|e| {
+                    StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
+                })?,
         };
         Ok(Snapshot {
             meta: Self::meta_of(&m),
@@ -876,20 +877,6 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
             meta: Self::meta_of(m),
             snapshot: Box::new(Cursor::new(bytes.clone())),
         }))
-    }
-}
-
-/// The kind of a build asked for `asked` on top of `parent`.
-fn plan_kind(
-    asked: Option<SnapshotKind>,
-    parent: Option<&Manifest>,
-    max_chain: usize,
-) -> SnapshotKind {
-    match (asked, parent) {
-        (_, None) => SnapshotKind::Full,
-        (Some(k), Some(_)) => k,
-        (None, Some(p)) if 1 + p.deltas.len() < max_chain => SnapshotKind::Incremental,
-        (None, Some(_)) => SnapshotKind::Full,
     }
 }
 

@@ -21,7 +21,19 @@ pub struct Bounds {
     pub max_retain: u32,
     /// The longest reason kept, in bytes; longer ones are cut.
     pub max_reason_bytes: usize,
+    /// The longest snapshot chain (base + deltas) the host keeps: an
+    /// incremental snapshot that would make it longer is built full. A node
+    /// takes it from its `snapshots.max-chain` setting, not from `[bounds]`.
+    #[serde(skip, default = "default_max_chain")]
+    pub max_chain: u32,
 }
+
+fn default_max_chain() -> u32 {
+    DEFAULT_MAX_CHAIN
+}
+
+/// The default of [`Bounds::max_chain`].
+pub const DEFAULT_MAX_CHAIN: u32 = 16;
 
 impl Default for Bounds {
     fn default() -> Self {
@@ -30,6 +42,7 @@ impl Default for Bounds {
             max_check_ms: 300_000,
             max_retain: 64,
             max_reason_bytes: 256,
+            max_chain: DEFAULT_MAX_CHAIN,
         }
     }
 }
@@ -38,13 +51,22 @@ impl Default for Bounds {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "field", rename_all = "kebab-case")]
 pub enum Clamp {
-    /// A snapshot was asked for while one is already being built.
+    /// A snapshot was asked for while one is already being built; it is
+    /// deferred until that build ends ([`Clamped::deferred`]).
     SnapshotInProgress,
     /// A snapshot was asked for but nothing was applied since the last one.
     SnapshotNothingNew,
     /// An incremental snapshot was asked for with no base to build on; a full
     /// one is built instead.
     IncrementalWithoutBase,
+    /// An incremental snapshot would make the chain longer than the host
+    /// allows; a full one is built instead.
+    ChainTooLong {
+        /// The chain's length (base + deltas) now.
+        length: u32,
+        /// The longest chain the host keeps ([`Bounds::max_chain`]).
+        max: u32,
+    },
     /// A purge was asked for past the highest safe index.
     PurgeLimited {
         /// The index the policy asked for.
@@ -100,7 +122,7 @@ impl fmt::Display for Clamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Clamp::SnapshotInProgress => {
-                write!(f, "snapshot dropped: a snapshot is already being built")
+                write!(f, "snapshot deferred: a snapshot is already being built")
             }
             Clamp::SnapshotNothingNew => {
                 write!(
@@ -114,6 +136,10 @@ impl fmt::Display for Clamp {
                     "incremental snapshot turned full: there is no base snapshot"
                 )
             }
+            Clamp::ChainTooLong { length, max } => write!(
+                f,
+                "incremental snapshot turned full: the chain has {length} layers, at most {max} are kept"
+            ),
             Clamp::PurgeLimited { asked, allowed, by } => {
                 let why = match by {
                     PurgeLimit::NoSnapshot => "no durable snapshot exists",
@@ -150,6 +176,10 @@ pub struct Clamped {
     pub decision: Decision,
     /// What the host changed; empty when the policy's decision was safe as is.
     pub clamps: Vec<Clamp>,
+    /// A snapshot the policy asked for while one was being built: not in
+    /// `decision`, to be built (with the chain bound applied again) once the
+    /// running build ends.
+    pub deferred: Option<SnapshotKind>,
 }
 
 /// Returns the highest index that may be purged now and what limits it, or
@@ -180,8 +210,10 @@ pub fn purge_keeping(log: &LogFacts, snapshot: &SnapshotFacts, keep: u64) -> Opt
 /// Clamps `decision` to what is safe given the facts it was made on.
 ///
 /// The rules, in order:
-/// - no snapshot while one is being built, nor when nothing was applied since
-///   the last one; an incremental snapshot without a base becomes full;
+/// - no snapshot while one is being built (it is [deferred](Clamped::deferred)
+///   instead), nor when nothing was applied since the last one; an
+///   incremental snapshot without a base, or one that would make the chain
+///   longer than `bounds.max_chain`, becomes full;
 /// - purge never past the newest durable snapshot, the applied index, or the
 ///   snapshot index of any follower with a transfer in flight; a purge below
 ///   the first index is dropped as a no-op;
@@ -196,18 +228,22 @@ pub fn clamp(
     bounds: &Bounds,
 ) -> Clamped {
     let mut clamps = Vec::new();
+    let mut deferred = None;
 
     if let Some(kind) = decision.snapshot {
         let covered = snapshot.last_index.unwrap_or(0);
         if snapshot.in_progress {
             decision.snapshot = None;
+            deferred = Some(kind);
             clamps.push(Clamp::SnapshotInProgress);
         } else if log.applied <= covered {
             decision.snapshot = None;
             clamps.push(Clamp::SnapshotNothingNew);
-        } else if kind == SnapshotKind::Incremental && snapshot.last_index.is_none() {
-            decision.snapshot = Some(SnapshotKind::Full);
-            clamps.push(Clamp::IncrementalWithoutBase);
+        } else {
+            let has_base = snapshot.last_index.is_some();
+            let (kind, clamp) = snapshot_kind(kind, has_base, snapshot.chain_length, bounds);
+            decision.snapshot = Some(kind);
+            clamps.extend(clamp);
         }
     }
 
@@ -261,7 +297,37 @@ pub fn clamp(
         clamps.push(Clamp::Reason { len });
     }
 
-    Clamped { decision, clamps }
+    Clamped {
+        decision,
+        clamps,
+        deferred,
+    }
+}
+
+/// The kind of snapshot the host builds when `asked` is asked for on a chain
+/// of `chain_length` layers (`has_base`: a snapshot exists to build on), and
+/// the correction it made, if any: an incremental without a base, or one
+/// that would make the chain longer than `bounds.max_chain`, is full.
+pub fn snapshot_kind(
+    asked: SnapshotKind,
+    has_base: bool,
+    chain_length: u32,
+    bounds: &Bounds,
+) -> (SnapshotKind, Option<Clamp>) {
+    match asked {
+        SnapshotKind::Full => (SnapshotKind::Full, None),
+        SnapshotKind::Incremental if !has_base => {
+            (SnapshotKind::Full, Some(Clamp::IncrementalWithoutBase))
+        }
+        SnapshotKind::Incremental if chain_length >= bounds.max_chain.max(1) => (
+            SnapshotKind::Full,
+            Some(Clamp::ChainTooLong {
+                length: chain_length,
+                max: bounds.max_chain.max(1),
+            }),
+        ),
+        SnapshotKind::Incremental => (SnapshotKind::Incremental, None),
+    }
 }
 
 fn clean_reason(reason: &str, max: usize) -> String {
@@ -387,6 +453,7 @@ mod tests {
             &snap,
         );
         assert_eq!(c.decision.snapshot, None);
+        assert_eq!(c.deferred, Some(SnapshotKind::Full), "deferred, not lost");
 
         snap.in_progress = false;
         snap.last_index = None;
@@ -405,6 +472,39 @@ mod tests {
         );
         assert_eq!(c.decision.snapshot, None);
         assert_eq!(c.clamps, vec![Clamp::SnapshotNothingNew]);
+        assert_eq!(c.deferred, None);
+    }
+
+    #[test]
+    fn the_chain_never_grows_past_its_bound() {
+        let (log, mut snap) = facts();
+        let bounds = Bounds {
+            max_chain: 4,
+            ..Bounds::default()
+        };
+        let inc = || Decision::wait(1000, "").snapshot(SnapshotKind::Incremental);
+        snap.chain_length = 3;
+        let c = clamp(inc(), &log, &snap, &bounds);
+        assert_eq!(c.decision.snapshot, Some(SnapshotKind::Incremental));
+        assert!(c.clamps.is_empty());
+        snap.chain_length = 4;
+        let c = clamp(inc(), &log, &snap, &bounds);
+        assert_eq!(c.decision.snapshot, Some(SnapshotKind::Full));
+        assert_eq!(c.clamps, vec![Clamp::ChainTooLong { length: 4, max: 4 }]);
+        // A bound of 0 is read as 1: every snapshot is full.
+        let c = clamp(
+            inc(),
+            &log,
+            &SnapshotFacts {
+                chain_length: 1,
+                ..snap.clone()
+            },
+            &Bounds {
+                max_chain: 0,
+                ..Bounds::default()
+            },
+        );
+        assert_eq!(c.decision.snapshot, Some(SnapshotKind::Full));
     }
 
     #[test]

@@ -52,7 +52,10 @@ mod clamp;
 pub mod testing;
 mod types;
 
-pub use clamp::{Bounds, Clamp, Clamped, PurgeLimit, clamp, purge_keeping, purge_limit};
+pub use clamp::{
+    Bounds, Clamp, Clamped, DEFAULT_MAX_CHAIN, PurgeLimit, clamp, purge_keeping, purge_limit,
+    snapshot_kind,
+};
 pub use types::{Decision, Facts, Follower, LogFacts, Role, SnapshotFacts, SnapshotKind};
 
 /// The version of the `ramrod:policy` WIT package this SDK builds against.
@@ -154,3 +157,17 @@ macro_rules! export_policy {
 #[cfg(target_family = "wasm")]
 #[doc(hidden)]
 pub mod __private;
+
+#[cfg(test)]
+mod tests {
+    /// The SDK's version constant is the one the WIT file declares.
+    #[test]
+    fn wit_version_matches_the_wit_file() {
+        let wit = include_str!("../../wit/policy.wit");
+        let package = format!("package ramrod:policy@{};", super::WIT_VERSION);
+        assert!(
+            wit.lines().any(|l| l.trim() == package),
+            "wit/policy.wit does not declare `{package}`"
+        );
+    }
+}

@@ -28,6 +28,15 @@ pub enum SnapshotKind {
     Full,
 }
 
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotKind::Full => "full",
+            SnapshotKind::Incremental => "incremental",
+        })
+    }
+}
+
 /// Replication progress of one follower, as seen by the leader.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Follower {

@@ -123,6 +123,10 @@ impl RawFile {
         let size = 1u64 << 30;
         // SAFETY: the fd is valid for the lifetime of `file`; posix_fallocate
         // only reserves blocks for it.
+        #[expect(
+            unsafe_code,
+            reason = "the physical-limit baseline pre-allocates like the store"
+        )]
         let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
         assert_eq!(rc, 0, "posix_fallocate failed");
         file.sync_all().unwrap();

@@ -86,6 +86,7 @@ impl Bench {
 fn drop_cache(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
         // SAFETY: a valid descriptor; the advice only drops clean cached pages.
+        #[expect(unsafe_code, reason = "dropping the page cache has no safe wrapper")]
         unsafe {
             libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
         }

@@ -193,6 +193,62 @@ fn an_idle_cluster_compacts_under_bytes_or_age() {
     });
 }
 
+/// Regression: `bytes-or-age` with `kind = "incremental"` built 39
+/// incrementals in a row on one base in a 60 s demo run. A policy asking for
+/// incrementals for ever now gets a full snapshot whenever the chain is at
+/// `snapshots.max-chain`, and the audit says it was clamped.
+#[test]
+fn a_policy_asking_for_incrementals_for_ever_never_grows_the_chain_past_the_bound() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = free_ports(1);
+        let mut c = policy_config(
+            1,
+            &ports,
+            dir.path(),
+            "entries",
+            "snapshot_every = 40\nkeep_entries = 0\nkind = \"incremental\"\ncheck_ms = 20",
+        );
+        c.snapshots.max_chain = 3;
+        let node = Node::start(c).await.unwrap();
+        node.initialize().await.unwrap();
+        leader(std::slice::from_ref(&node)).await;
+        let mut longest = 0;
+        for round in 0..10 {
+            write_keys(&node, &format!("r{round}/"), 50, 8).await;
+            let last = applied(&node);
+            // Until a snapshot covers all but what the policy lets pass.
+            eventually(
+                Duration::from_secs(20),
+                "a snapshot after the round",
+                || {
+                    let m = node.sm.current_manifest();
+                    longest = longest.max(m.as_ref().map_or(0, |m| 1 + m.deltas.len()));
+                    m.and_then(|m| m.last_log_id).map_or(0, |l| l.index) + 40 > last
+                },
+            )
+            .await;
+        }
+        assert_eq!(
+            longest, 3,
+            "the chain reached the bound and never passed it"
+        );
+        let stats = node.controller.shared().stats();
+        assert!(stats.builds_full >= 3, "{stats:?}");
+        let audit = node.controller.shared().audit(usize::MAX);
+        assert!(
+            audit.iter().any(|e| e
+                .record
+                .clamps
+                .contains(&ramrod::sdk::Clamp::ChainTooLong { length: 3, max: 3 })
+                && e.actions.iter().any(|d| d.action
+                    == ramrod::node::controller::Action::Build(ramrod::sdk::SnapshotKind::Full))),
+            "the audit names the clamp and the full build"
+        );
+        node.shutdown().await;
+    });
+}
+
 /// Stops node `id`, runs `during` (writes on the leader), restarts it and
 /// waits until it has applied everything. Returns the restarted node and
 /// the segments its store held while it was down.

@@ -308,7 +308,7 @@ pub(crate) fn create(dir: &Path, seq: u64, size: u64) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .open(&path)?;
-    allocate(&file, size)?;
+    crate::platform::allocate(&file, size)?;
     file.sync_all()?;
     sync_dir(dir)?;
     Ok(file)
@@ -316,26 +316,8 @@ pub(crate) fn create(dir: &Path, seq: u64, size: u64) -> io::Result<File> {
 
 /// Grows a segment to `size` bytes (pre-allocated) and syncs its length.
 pub(crate) fn grow(file: &File, size: u64) -> io::Result<()> {
-    allocate(file, size)?;
+    crate::platform::allocate(file, size)?;
     file.sync_all()
-}
-
-#[cfg(target_os = "linux")]
-fn allocate(file: &File, size: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(size).map_err(io::Error::other)?;
-    // SAFETY: a valid open file descriptor and a non-negative length.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn allocate(file: &File, size: u64) -> io::Result<()> {
-    file.set_len(size)
 }
 
 /// Makes the entries of `dir` durable.

@@ -579,7 +579,11 @@ async fn admin_snapshot(
             "bytes_written": m.bytes_written,
         }))
         .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(ErrorBody::new(e))).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorBody::new(e.to_string())),
+        )
+            .into_response(),
     }
 }
 

@@ -18,7 +18,7 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 
 use crate::config::NodeConfig;
 use crate::log_store::LogStore;
-use crate::policy::{PolicyHost, PolicyRuntime, PolicySource};
+use crate::policy::{PolicyHost, PolicyRuntime};
 use crate::raft::{NodeId, TypeConfig};
 use crate::snapshot::{DirStore, S3Store, SnapshotStore, Snapshots};
 use crate::state_machine::KvStateMachine;
@@ -305,7 +305,11 @@ async fn start_policy(
     } else {
         String::new()
     };
-    let host = Arc::new(PolicyHost::new(runtime, config.bounds.clone(), &fallback)?);
+    let bounds = crate::sdk::Bounds {
+        max_chain: u32::try_from(config.snapshots.max_chain).unwrap_or(u32::MAX),
+        ..config.bounds.clone()
+    };
+    let host = Arc::new(PolicyHost::new(runtime, bounds, &fallback)?);
     let mut origin = controller::PolicyOrigin::default();
     if let Some(applied) = sm.policy() {
         match controller::swap_spec(&host, &applied.spec).await {
@@ -324,11 +328,7 @@ async fn start_policy(
         origin.origin = "config".into();
         return Ok((host, origin));
     }
-    let source = match (&config.policy.file, config.policy.builtin()) {
-        (Some(f), _) => PolicySource::File(f.clone()),
-        (None, Some(name)) => PolicySource::Builtin(name.to_string()),
-        (None, None) => PolicySource::Builtin("adaptive".into()),
-    };
+    let source = config.policy.source();
     let text = toml::to_string(&config.policy.config)
         .map_err(|e| NodeError::Config(format!("policy.config: {e}")))?;
     controller::swap_in(&host, source, text).await?;

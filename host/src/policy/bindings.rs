@@ -75,3 +75,15 @@ pub(crate) fn decision(d: wit::Decision) -> sdk::Decision {
         reason: d.reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The names the host looks for carry the version the SDK (and so the
+    /// WIT file, which the SDK checks) declares.
+    #[test]
+    fn export_names_carry_the_wit_version() {
+        let v = crate::sdk::WIT_VERSION;
+        assert_eq!(super::POLICY_EXPORT, format!("ramrod:policy/policy@{v}"));
+        assert_eq!(super::TYPES_IMPORT, format!("ramrod:policy/types@{v}"));
+    }
+}

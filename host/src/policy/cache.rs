@@ -154,6 +154,10 @@ fn load(engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
     // again), and its blake3 checksum was verified just above, so it is the
     // exact bytes we wrote. The cache directory belongs to the node: whoever
     // can write it could replace the node's binary too.
+    #[expect(
+        unsafe_code,
+        reason = "loading a precompiled component; see SAFETY above"
+    )]
     let c = unsafe { Component::deserialize(engine, payload) }.map_err(|e| format!("{e:#}"))?;
     Ok(Some(c))
 }

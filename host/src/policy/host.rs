@@ -33,7 +33,7 @@ struct Active {
 }
 
 /// Who made a decision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
 pub enum DecidedBy {
     /// The Wasm policy.
@@ -47,8 +47,19 @@ pub enum DecidedBy {
     Native,
 }
 
+impl DecidedBy {
+    /// `policy`, `fallback` or `native`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecidedBy::Policy => "policy",
+            DecidedBy::Fallback { .. } => "fallback",
+            DecidedBy::Native => "native",
+        }
+    }
+}
+
 /// One decision, with everything needed to audit it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DecisionRecord {
     /// The active policy's name (`native-entries` when none).
     pub policy: String,
@@ -62,6 +73,10 @@ pub struct DecisionRecord {
     pub decision: Decision,
     /// What the host changed.
     pub clamps: Vec<Clamp>,
+    /// A snapshot the host held back because one is being built: to be
+    /// built when that one ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<crate::sdk::SnapshotKind>,
     /// Fuel the Wasm call burnt (`None` when the native policy decided).
     pub fuel: Option<u64>,
     /// Time the whole decision took.
@@ -70,11 +85,19 @@ pub struct DecisionRecord {
 }
 
 mod micros {
+    use serde::Deserialize;
+
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_micros() as u64)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        u64::deserialize(d).map(std::time::Duration::from_micros)
     }
 }
 
@@ -286,6 +309,7 @@ impl PolicyHost {
             proposed,
             decision: clamped.decision,
             clamps: clamped.clamps,
+            deferred: clamped.deferred,
             fuel,
             elapsed: t.elapsed(),
         };
@@ -393,20 +417,6 @@ impl PolicyHost {
             .load(&bytes, &source.to_string(), config_toml)?;
         let (dry_run, clamps) = dry_run(&policy, &self.bounds)?;
         Ok((policy, load, dry_run, clamps))
-    }
-
-    /// Stops using any Wasm policy: the native fallback decides from now on.
-    pub fn use_native(&self) {
-        let _guard = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.active.load_full();
-        let previous = match &old.current {
-            ActivePolicy::Wasm(p) => Some(p.clone()),
-            ActivePolicy::Native => old.previous.clone(),
-        };
-        self.active.store(Arc::new(Active {
-            current: ActivePolicy::Native,
-            previous,
-        }));
     }
 
     /// The counters so far.

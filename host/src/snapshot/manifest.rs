@@ -18,24 +18,9 @@ const MAGIC: u32 = u32::from_le_bytes(*b"RMAN");
 const VERSION: u8 = 1;
 const HEADER: usize = 16;
 
-/// Whether a snapshot holds the whole state or the changes since its parent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SnapshotKind {
-    /// The whole state, sorted, as a new base.
-    Full,
-    /// The keys changed since the parent snapshot, with tombstones.
-    Incremental,
-}
-
-impl std::fmt::Display for SnapshotKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SnapshotKind::Full => "full",
-            SnapshotKind::Incremental => "incremental",
-        })
-    }
-}
+/// Whether a snapshot holds the whole state or the changes since its parent:
+/// the policies' own type, so a decision's kind is the manifest's kind.
+pub use ramrod_policy_sdk::SnapshotKind;
 
 /// One stored segment of a layer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

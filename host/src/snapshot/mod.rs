@@ -75,7 +75,9 @@ pub struct SnapshotConfig {
     pub block_bytes: usize,
     /// Snapshots kept (a policy's `retain-snapshots` overrides it).
     pub retain: usize,
-    /// Layers (base + deltas) after which a snapshot is full by default.
+    /// The longest chain (base + deltas) kept: an incremental snapshot that
+    /// would make it longer is written full, whoever asked (a policy, an
+    /// operator, openraft). A host safety bound, like the purge clamp.
     pub max_chain: usize,
     /// Unreferenced segments younger than this are kept (another process may
     /// be writing a snapshot that uses them).
@@ -102,7 +104,7 @@ impl Default for SnapshotConfig {
             segment_bytes: 4 << 20,
             block_bytes: 64 << 10,
             retain: 3,
-            max_chain: 8,
+            max_chain: crate::sdk::DEFAULT_MAX_CHAIN as usize,
             gc_grace: Duration::from_secs(600),
         }
     }

@@ -76,6 +76,7 @@ impl Drop for Cluster {
         for (_, mut c) in std::mem::take(&mut self.children) {
             // SIGTERM for a clean stop, SIGKILL if it hangs.
             // SAFETY: plain libc call on a child pid we own.
+            #[expect(unsafe_code, reason = "SIGTERM has no safe wrapper in std")]
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
@@ -388,24 +389,20 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         if let Some(Value::Array(ds)) =
             get_json(&http, &format!("{lead}/admin/decisions?limit=20")).await
         {
+            let ds: Vec<ramrod::node::controller::AuditEntry> =
+                serde_json::from_value(Value::Array(ds)).unwrap_or_default();
             for d in ds {
-                let seq = d["seq"].as_u64().unwrap_or(0);
-                if last_seq.is_some_and(|l| seq <= l) {
+                if last_seq.is_some_and(|l| d.seq <= l) {
                     continue;
                 }
-                last_seq = Some(seq);
-                let acts: Vec<&str> = d["actions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
+                last_seq = Some(d.seq);
+                let acts: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
                 if !acts.is_empty() {
                     println!(
                         "      leader decision by {} ({}): {} -> {}",
-                        d["record"]["policy"].as_str().unwrap_or("?"),
-                        d["trigger"].as_str().unwrap_or(""),
-                        d["record"]["decision"]["reason"].as_str().unwrap_or(""),
+                        d.record.policy,
+                        d.trigger,
+                        d.record.decision.reason,
                         acts.join("; ")
                     );
                 }

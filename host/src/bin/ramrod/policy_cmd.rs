@@ -210,31 +210,28 @@ fn decisions(node: &str, token: Option<String>, limit: usize, json: bool) -> Res
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(ExitCode::SUCCESS);
         }
-        for e in v.as_array().into_iter().flatten() {
-            let r = &e["record"];
-            let actions: Vec<&str> = e["actions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str())
-                .collect();
+        let entries: Vec<ramrod::node::controller::AuditEntry> = serde_json::from_value(v)?;
+        for e in entries {
+            let r = &e.record;
+            let actions: Vec<String> = e.actions.iter().map(ToString::to_string).collect();
             println!(
                 "#{:<5} {:<24} {} ({}) by {}: {}{}{}",
-                e["seq"],
-                e["trigger"].as_str().unwrap_or(""),
-                r["policy"].as_str().unwrap_or("?"),
-                r["hash"].as_str().unwrap_or(""),
-                r["decided_by"]["by"].as_str().unwrap_or("?"),
-                r["decision"]["reason"].as_str().unwrap_or(""),
+                e.seq,
+                e.trigger.to_string(),
+                r.policy,
+                r.hash,
+                r.decided_by.label(),
+                r.decision.reason,
                 if actions.is_empty() {
                     String::new()
                 } else {
                     format!(" -> {}", actions.join("; "))
                 },
-                match r["clamps"].as_array() {
-                    Some(c) if !c.is_empty() => format!(" [clamped: {}]", c.len()),
-                    _ => String::new(),
-                }
+                if r.clamps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [clamped: {}]", r.clamps.len())
+                },
             );
         }
         Ok(ExitCode::SUCCESS)

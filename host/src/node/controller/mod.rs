@@ -1,16 +1,23 @@
 //! The compaction controller: the one place where a node decides to build a
 //! snapshot, purge its log or change snapshot retention.
 //!
-//! It gathers the facts (log store statistics, the state machine's snapshot
-//! facts, follower progress and in-flight snapshot transfers from openraft's
-//! metrics and the network, free disk space, the time), asks the policy
-//! host, and carries out the clamped decision. It asks again when the policy
-//! says (within the configured bounds) and after notable events: a snapshot
-//! finished, a role or leader change, a follower fell behind, a new policy.
+//! Three steps, each in its own place:
+//! - **observe** ([`observe`]): the facts, read-only: log store statistics,
+//!   the snapshot chain, follower progress and in-flight snapshot transfers,
+//!   free disk space, the time;
+//! - **plan** ([`plan`], pure): the policy host's clamped decision and the
+//!   controller's state become [`Action`]s;
+//! - **execute** (this module, the driver): the only code that touches
+//!   openraft, the state machine and the counters.
+//!
+//! It decides again when the policy says (within the configured bounds) and
+//! after the events of [`Trigger`].
 //!
 //! Guarantees:
 //! - at most one snapshot build runs at a time, and a request that arrives
 //!   while one runs (from the policy or an operator) is carried out after it;
+//! - no snapshot chain grows past `snapshots.max-chain` layers: an
+//!   incremental snapshot that would is built full, and the audit says so;
 //! - every decision is recorded in a bounded audit log (policy name and
 //!   hash, facts, what the policy chose, what the host clamped, what was
 //!   done) and as a `tracing` event;
@@ -19,23 +26,28 @@
 //!   top of that the host's clamp keeps every entry a follower with a
 //!   snapshot transfer in flight needs.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod observe;
+pub mod plan;
 
-use openraft::{Raft, ServerState};
-use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+pub use plan::{Action, Trigger};
 
 use super::network::InFlight;
 use crate::log_store::LogStore;
 use crate::policy::{DecisionRecord, PolicyError, PolicyHost, PolicySource, SwapReport};
 use crate::raft::{NodeId, PolicySpec, TypeConfig};
-use crate::sdk::{self, Clamp, Facts, Follower, LogFacts, Role, SnapshotFacts};
-use crate::snapshot::{Manifest, SnapshotKind};
+use crate::sdk::Facts;
+use crate::snapshot::{Manifest, SnapshotError, SnapshotKind};
 use crate::state_machine::{AppliedPolicy, KvStateMachine};
 
 /// Decisions kept in the audit log.
@@ -47,25 +59,59 @@ const LAG_EVENT_ENTRIES: u64 = 10_000;
 /// How long to wait for openraft to take a snapshot the controller built.
 const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 
+/// Why a snapshot the controller was asked for was not built.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControllerError {
+    /// The controller has stopped (the node is shutting down).
+    #[error("the compaction controller has stopped")]
+    Stopped,
+    /// Writing the snapshot failed; its changes are kept for the next one.
+    #[error("snapshot build failed: {0}")]
+    Build(Arc<SnapshotError>),
+    /// The build task panicked.
+    #[error("snapshot build task failed: {0}")]
+    Panicked(String),
+}
+
+/// One action of a decision and how it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// What was done.
+    pub action: Action,
+    /// Why it was refused, if it was (openraft may refuse a purge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl std::fmt::Display for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.refused {
+            None => write!(f, "{}", self.action),
+            Some(why) => write!(f, "{} refused: {why}", self.action),
+        }
+    }
+}
+
 /// One decision, as the audit log keeps it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Sequence number since the node started.
     pub seq: u64,
     /// When (Unix milliseconds).
     pub at_unix_ms: u64,
-    /// What made the controller ask.
-    pub trigger: String,
+    /// What made the controller decide.
+    pub trigger: Trigger,
     /// The facts the policy saw.
     pub facts: Facts,
     /// The policy, what it chose, what the host clamped.
     pub record: DecisionRecord,
     /// What the controller did about it.
-    pub actions: Vec<String>,
+    pub actions: Vec<Done>,
 }
 
 /// The controller's counters.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ControllerStats {
     /// Decisions made.
     pub decisions: u64,
@@ -100,11 +146,17 @@ struct Counters {
     purged_entries: AtomicU64,
     rollouts_applied: AtomicU64,
     rollout_failures: AtomicU64,
-    building: std::sync::atomic::AtomicBool,
+    building: AtomicBool,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Which policy runs and why.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyOrigin {
     /// `config`, `rollout` or `local` (an operator's swap on this node only).
     pub origin: String,
@@ -180,7 +232,8 @@ impl ControllerShared {
     }
 }
 
-type Reply = oneshot::Sender<Result<Manifest, String>>;
+type BuildResult = Result<Manifest, ControllerError>;
+type Reply = oneshot::Sender<BuildResult>;
 
 enum Msg {
     Snapshot {
@@ -229,21 +282,19 @@ pub struct ControllerHandle {
 }
 
 impl ControllerHandle {
-    /// Builds a snapshot (of `kind`, or what the chain calls for) for an
-    /// operator: at once, or after the build that is running. Returns the
-    /// snapshot's manifest.
+    /// Builds a snapshot (of `kind`, or what the chain calls for; the chain
+    /// bound applies) for an operator: at once, or after the build that is
+    /// running. Returns the snapshot's manifest.
     ///
     /// # Errors
-    /// If the build fails or the controller has stopped.
-    pub async fn snapshot(&self, kind: Option<SnapshotKind>) -> Result<Manifest, String> {
+    /// [`ControllerError`]: the build failed, or the controller stopped.
+    pub async fn snapshot(&self, kind: Option<SnapshotKind>) -> BuildResult {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Snapshot { kind, reply })
             .await
-            .map_err(|_| "the controller has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the controller has stopped".to_string())?
+            .map_err(|_| ControllerError::Stopped)?;
+        answer.await.map_err(|_| ControllerError::Stopped)?
     }
 
     /// Asks the controller to decide now.
@@ -324,13 +375,17 @@ pub fn start(parts: Parts) -> (ControllerHandle, JoinHandle<()>) {
 
 /// A snapshot request waiting for the running build.
 struct Pending {
-    kind: Option<SnapshotKind>,
+    kind: SnapshotKind,
     by: String,
     waiters: Vec<Reply>,
 }
 
-/// The running build: its task, when it started, its kind.
-type Build = (JoinHandle<Result<Manifest, String>>, Instant, SnapshotKind);
+/// The running build.
+struct Build {
+    task: JoinHandle<BuildResult>,
+    started: Instant,
+    kind: SnapshotKind,
+}
 
 struct Controller {
     id: NodeId,
@@ -354,38 +409,7 @@ struct Controller {
     decide: bool,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Free bytes on the file system holding `dir` (0 if unknown).
-fn disk_free(dir: &std::path::Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `path` is a valid C string and `st` is writable memory of the
-    // right type; statvfs only writes into it.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
-    }
-    // SAFETY: statvfs returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // c_ulong is not u64 everywhere.
-    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
-}
-
-/// What makes a change of openraft's metrics worth a decision.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Notable {
-    state: Option<ServerState>,
-    leader: Option<NodeId>,
-    behind: BTreeSet<NodeId>,
-}
+const OPERATOR: &str = "operator (admin API)";
 
 impl Controller {
     async fn run(
@@ -414,12 +438,12 @@ impl Controller {
                     }
                     let applied = policy_rx.borrow_and_update().clone();
                     self.apply_rollout(applied).await;
-                    Some("policy rollout applied".to_string())
+                    Some(Trigger::PolicyRollout)
                 }
-                done = async { (&mut self.building.as_mut().expect("guarded").0).await },
+                done = async { (&mut self.building.as_mut().expect("guarded").task).await },
                     if self.building.is_some() => {
                     self.finish_build(done);
-                    Some("snapshot finished".to_string())
+                    Some(Trigger::SnapshotFinished)
                 }
                 msg = rx.recv() => match msg {
                     None => return,
@@ -427,30 +451,18 @@ impl Controller {
                         self.operator_snapshot(kind, reply);
                         None
                     }
-                    Some(Msg::Check) => Some("asked".to_string()),
+                    Some(Msg::Check) => Some(Trigger::Asked),
                 },
                 changed = metrics.changed() => {
                     if changed.is_err() {
                         return; // Raft stopped.
                     }
                     let now = self.notable(&metrics.borrow_and_update());
-                    if now != notable {
-                        let why = if now.state != notable.state {
-                            "role changed"
-                        } else if now.leader != notable.leader {
-                            "leader changed"
-                        } else if now.behind.difference(&notable.behind).next().is_some() {
-                            "a follower fell behind"
-                        } else {
-                            ""
-                        };
-                        notable = now;
-                        (!why.is_empty()).then(|| why.to_string())
-                    } else {
-                        None
-                    }
+                    let trigger = notable.trigger(&now);
+                    notable = now;
+                    trigger
                 }
-                () = tokio::time::sleep_until(next) => Some("scheduled".to_string()),
+                () = tokio::time::sleep_until(next) => Some(Trigger::Scheduled),
             };
             let Some(trigger) = woke else {
                 continue;
@@ -459,37 +471,17 @@ impl Controller {
                 next = tokio::time::Instant::now() + Duration::from_secs(3600);
                 continue;
             }
-            if trigger != "scheduled" {
-                // An event: decide soon, but not more often than the bounds
-                // allow (events come in bursts).
+            if trigger.is_event() {
+                // Events come in bursts: decide soon, but not more often
+                // than the bounds allow.
                 tokio::time::sleep(min_gap).await;
             }
             if policy_rx.has_changed().unwrap_or(false) {
                 let applied = policy_rx.borrow_and_update().clone();
                 self.apply_rollout(applied).await;
             }
-            let wait = self.decide(&trigger).await;
+            let wait = self.decide(trigger).await;
             next = tokio::time::Instant::now() + wait;
-        }
-    }
-
-    fn notable(&self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Notable {
-        let mut behind = BTreeSet::new();
-        if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
-            let first = self.log.stats().first_index;
-            for (id, matched) in repl {
-                let matched = matched.map_or(0, |l| l.index);
-                if *id != self.id
-                    && (last.saturating_sub(matched) > LAG_EVENT_ENTRIES || matched + 1 < first)
-                {
-                    behind.insert(*id);
-                }
-            }
-        }
-        Notable {
-            state: Some(m.state),
-            leader: m.current_leader,
-            behind,
         }
     }
 
@@ -498,13 +490,11 @@ impl Controller {
             return;
         };
         let result = swap_spec(&self.host, &applied.spec).await;
+        let c = &self.shared.counters;
         let mut origin = self.shared.origin.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(report) => {
-                self.shared
-                    .counters
-                    .rollouts_applied
-                    .fetch_add(1, Ordering::Relaxed);
+                Counters::add(&c.rollouts_applied, 1);
                 tracing::info!(
                     index = applied.index, policy = %report.meta.name,
                     hash = %report.meta.short_hash(), "rolled out policy now decides"
@@ -513,47 +503,59 @@ impl Controller {
                 origin.index = Some(applied.index);
             }
             Err(e) => {
-                self.shared
-                    .counters
-                    .rollout_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                Counters::add(&c.rollout_failures, 1);
                 tracing::error!(index = applied.index, error = %e, "could not load the rolled-out policy; keeping the running one");
                 origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
             }
         }
     }
 
-    fn operator_snapshot(&mut self, kind: Option<SnapshotKind>, reply: Reply) {
-        if self.building.is_some() {
-            self.queue(kind, "operator (admin API)", Some(reply));
-        } else {
-            self.start_build(kind, "operator (admin API)".into());
-            self.current.push(reply);
+    /// The planner's view of the controller and the chain.
+    fn plan_state(&self) -> plan::PlanState {
+        plan::PlanState {
+            building: self.building.is_some(),
+            retain: self.retain,
+            chain_length: self
+                .sm
+                .current_manifest()
+                .as_ref()
+                .map_or(0, observe::chain_length),
+            max_chain: self.host.bounds().max_chain,
         }
     }
 
-    /// Queues a snapshot request behind the running build. Requests merge:
-    /// a full one wins.
-    fn queue(&mut self, kind: Option<SnapshotKind>, by: &str, reply: Option<Reply>) {
-        self.shared.counters.queued.fetch_add(1, Ordering::Relaxed);
+    fn operator_snapshot(&mut self, kind: Option<SnapshotKind>, reply: Reply) {
+        match plan::request(kind, &self.plan_state()) {
+            Action::Queue(kind) => self.queue(kind, OPERATOR, Some(reply)),
+            Action::Build(kind) => {
+                self.start_build(kind, OPERATOR.into());
+                self.current.push(reply);
+            }
+            other => unreachable!("a snapshot request plans a build, not {other:?}"),
+        }
+    }
+
+    /// Queues a snapshot request behind the running build; requests merge.
+    fn queue(&mut self, kind: SnapshotKind, by: &str, reply: Option<Reply>) {
+        Counters::add(&self.shared.counters.queued, 1);
         let p = self.pending.get_or_insert_with(|| Pending {
             kind,
             by: by.to_string(),
             waiters: Vec::new(),
         });
-        if kind == Some(SnapshotKind::Full) || p.kind.is_none() {
-            p.kind = kind.or(p.kind);
-        }
-        if let Some(r) = reply {
-            p.waiters.push(r);
-        }
+        p.kind = plan::merge(p.kind, kind);
+        p.waiters.extend(reply);
     }
 
-    fn start_build(&mut self, kind: Option<SnapshotKind>, by: String) {
+    /// Starts a build of `kind` (already planned: the state machine builds
+    /// exactly this kind). The one place builds are counted.
+    fn start_build(&mut self, kind: SnapshotKind, by: String) {
         let (sm, raft) = (self.sm.clone(), self.raft.clone());
-        let chosen = self.sm.planned_kind(kind);
         let task = tokio::spawn(async move {
-            let m = sm.build_for(kind, &by).await.map_err(|e| e.to_string())?;
+            let m = sm
+                .build_for(kind, &by)
+                .await
+                .map_err(|e| ControllerError::Build(Arc::new(e)))?;
             // Tell openraft: it then may purge up to the snapshot and sends
             // it to followers that need it.
             sm.hand_off(m.clone());
@@ -567,145 +569,100 @@ impl Controller {
             Ok(m)
         });
         let c = &self.shared.counters;
-        match chosen {
-            SnapshotKind::Full => c.builds_full.fetch_add(1, Ordering::Relaxed),
-            SnapshotKind::Incremental => c.builds_incremental.fetch_add(1, Ordering::Relaxed),
-        };
-        self.building = Some((task, Instant::now(), chosen));
+        Counters::add(
+            match kind {
+                SnapshotKind::Full => &c.builds_full,
+                SnapshotKind::Incremental => &c.builds_incremental,
+            },
+            1,
+        );
         c.building.store(true, Ordering::Relaxed);
+        self.building = Some(Build {
+            task,
+            started: Instant::now(),
+            kind,
+        });
     }
 
-    fn finish_build(&mut self, done: Result<Result<Manifest, String>, tokio::task::JoinError>) {
-        let Some((_, started, kind)) = self.building.take() else {
+    fn finish_build(&mut self, done: Result<BuildResult, tokio::task::JoinError>) {
+        let Some(build) = self.building.take() else {
             return;
         };
-        self.shared
-            .counters
-            .building
-            .store(false, Ordering::Relaxed);
-        self.last_build_ms = started.elapsed().as_millis() as u64;
-        let result = done.unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
+        let c = &self.shared.counters;
+        c.building.store(false, Ordering::Relaxed);
+        self.last_build_ms = build.started.elapsed().as_millis() as u64;
+        let result = done.unwrap_or_else(|e| Err(ControllerError::Panicked(e.to_string())));
         match &result {
             Ok(m) => tracing::info!(
-                snapshot = %m.id, %kind, last_index = m.last_log_id.map_or(0, |l| l.index),
+                snapshot = %m.id, kind = %build.kind, last_index = m.last_log_id.map_or(0, |l| l.index),
                 bytes_written = m.bytes_written, ms = self.last_build_ms, "snapshot built"
             ),
             Err(e) => {
-                self.shared
-                    .counters
-                    .build_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                Counters::add(&c.build_failures, 1);
                 tracing::warn!(error = %e, "snapshot build failed; its changes are kept for the next one");
             }
         }
         for r in self.current.drain(..) {
             let _ = r.send(result.clone());
         }
-        if let Some(p) = self.pending.take() {
-            let applied = self.sm.last_applied().map_or(0, |l| l.index);
-            let covered = self
-                .sm
-                .current_manifest()
-                .and_then(|m| m.last_log_id)
-                .map_or(0, |l| l.index);
-            if applied <= covered && result.is_ok() && !p.waiters.is_empty() {
-                // Nothing new since the build that just finished: it is the
-                // answer.
+        let pending = self.pending.take();
+        let queued = pending.as_ref().map(|p| plan::Queued {
+            kind: p.kind,
+            waited_for: !p.waiters.is_empty(),
+        });
+        let applied = self.sm.last_applied().map_or(0, |l| l.index);
+        let covered = self
+            .sm
+            .current_manifest()
+            .and_then(|m| m.last_log_id)
+            .map_or(0, |l| l.index);
+        let next = plan::after_build(queued, applied, covered, result.is_ok(), &self.plan_state());
+        let Some(p) = pending else {
+            return;
+        };
+        match next {
+            plan::AfterBuild::Drop => {}
+            plan::AfterBuild::AnswerWithLast => {
                 for r in p.waiters {
                     let _ = r.send(result.clone());
                 }
-            } else if applied > covered || !p.waiters.is_empty() {
-                self.start_build(p.kind, p.by);
+            }
+            plan::AfterBuild::Build(kind) => {
+                self.start_build(kind, p.by);
                 self.current = p.waiters;
             }
         }
     }
 
-    fn facts(&mut self) -> Facts {
-        let m = self.raft.metrics().borrow().clone();
-        let st = self.log.stats();
-        if st.first_index > self.seen_first {
-            self.shared
-                .counters
-                .purged_entries
-                .fetch_add(st.first_index - self.seen_first, Ordering::Relaxed);
-        }
-        self.seen_first = self.seen_first.max(st.first_index);
-        let now_ms = unix_ms();
-        let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Follower | ServerState::Shutdown => Role::Follower,
-        };
-        let applied = self.sm.last_applied().map_or(0, |l| l.index);
-        let mut followers = Vec::new();
-        if let Some(repl) = &m.replication {
-            for (id, matched) in repl {
-                if *id == self.id {
-                    continue;
-                }
-                let matched = matched.map(|l| l.index);
-                self.in_flight.settle(*id, matched, st.last_index);
-                followers.push(Follower {
-                    id: *id,
-                    matched,
-                    lag_entries: st.last_index.saturating_sub(matched.unwrap_or(0)),
-                    snapshot_in_flight: self.in_flight.get(*id),
-                });
+    /// Carries out one planned action.
+    async fn execute(&mut self, action: Action, by: &str) -> Done {
+        let mut refused = None;
+        match action {
+            Action::Build(kind) => self.start_build(kind, by.to_string()),
+            Action::Queue(kind) => self.queue(kind, by, None),
+            Action::Purge(upto) => match self.raft.trigger().purge_log(upto).await {
+                Ok(()) => Counters::add(&self.shared.counters.purges, 1),
+                Err(e) => refused = Some(e.to_string()),
+            },
+            Action::Retain(n) => {
+                self.sm.set_retain(n as usize);
+                self.retain = Some(n);
             }
         }
-        let log = LogFacts {
-            now_ms,
-            role,
-            first_index: st.first_index,
-            last_index: st.last_index,
-            committed: st.committed.unwrap_or(0).max(applied),
-            applied,
-            entries: st.entries,
-            bytes: st.bytes,
-            append_rate: st.append_rate,
-            byte_rate: st.byte_rate,
-            followers,
-            disk_free_bytes: disk_free(&self.data_dir),
-        };
-        let manifest = self.sm.current_manifest();
-        let last_index = manifest
-            .as_ref()
-            .and_then(|m| m.last_log_id)
-            .map(|l| l.index);
-        let entries_since = applied.saturating_sub(last_index.unwrap_or(0));
-        // The log's bytes per entry, times the entries since the snapshot.
-        let bytes_since = if st.entries == 0 {
-            0
-        } else {
-            (st.bytes as u128 * u128::from(entries_since.min(st.entries)) / u128::from(st.entries))
-                as u64
-        };
-        let stats = self.sm.stats();
-        let snapshot = SnapshotFacts {
-            last_index,
-            age_ms: manifest.as_ref().map_or_else(
-                || self.started.elapsed().as_millis() as u64,
-                |m| now_ms.saturating_sub(m.created_unix_ms),
-            ),
-            entries_since,
-            bytes_since,
-            chain_length: manifest.as_ref().map_or(0, |m| 1 + m.deltas.len() as u32),
-            chain_bytes: manifest.as_ref().map_or(0, Manifest::chain_bytes),
-            base_bytes: manifest.as_ref().map_or(0, |m| m.base.bytes()),
-            state_keys: self.sm.len() as u64,
-            state_bytes: self.sm.state_bytes(),
-            dirty_keys: stats.dirty_keys,
-            last_build_ms: self.last_build_ms,
-            in_progress: self.building.is_some(),
-        };
-        Facts { log, snapshot }
+        Done { action, refused }
     }
 
     /// Makes one decision and carries it out; returns when to decide next.
-    async fn decide(&mut self, trigger: &str) -> Duration {
+    async fn decide(&mut self, trigger: Trigger) -> Duration {
         let facts = self.facts();
+        let first = facts.log.first_index;
+        if first > self.seen_first {
+            Counters::add(
+                &self.shared.counters.purged_entries,
+                first - self.seen_first,
+            );
+            self.seen_first = first;
+        }
         let host = self.host.clone();
         let f = facts.clone();
         let record = match tokio::task::spawn_blocking(move || host.decide(&f)).await {
@@ -715,42 +672,14 @@ impl Controller {
                 return Duration::from_millis(u64::from(self.host.bounds().max_check_ms));
             }
         };
-        self.shared
-            .counters
-            .decisions
-            .fetch_add(1, Ordering::Relaxed);
-        let d = &record.decision;
+        Counters::add(&self.shared.counters.decisions, 1);
         let by = format!("policy {} ({})", record.policy, record.hash);
-        let mut actions = Vec::new();
-        if let Some(kind) = d.snapshot {
-            let kind = to_kind(kind);
-            self.start_build(Some(kind), by.clone());
-            actions.push(format!("started {} snapshot", article(kind)));
-        } else if let Some(kind) = record.proposed.snapshot
-            && record.clamps.contains(&Clamp::SnapshotInProgress)
-        {
-            self.queue(Some(to_kind(kind)), &by, None);
-            actions.push(format!(
-                "queued {} snapshot behind the running build",
-                article(to_kind(kind))
-            ));
+        let planned = plan::decision(&record.decision, record.deferred, &self.plan_state());
+        let mut actions = Vec::with_capacity(planned.len());
+        for action in planned {
+            actions.push(self.execute(action, &by).await);
         }
-        if let Some(upto) = d.purge_up_to {
-            match self.raft.trigger().purge_log(upto).await {
-                Ok(()) => {
-                    self.shared.counters.purges.fetch_add(1, Ordering::Relaxed);
-                    actions.push(format!("purge up to {upto}"));
-                }
-                Err(e) => actions.push(format!("purge up to {upto} refused: {e}")),
-            }
-        }
-        if let Some(n) = d.retain_snapshots
-            && self.retain != Some(n)
-        {
-            self.sm.set_retain(n as usize);
-            self.retain = Some(n);
-            actions.push(format!("retain {n} snapshots"));
-        }
+        let d = &record.decision;
         let wait = Duration::from_millis(u64::from(d.next_check_ms));
         if actions.is_empty() {
             tracing::debug!(
@@ -758,34 +687,21 @@ impl Controller {
                 reason = %d.reason, next_check_ms = d.next_check_ms, "decision: wait"
             );
         } else {
+            let done: Vec<String> = actions.iter().map(Done::to_string).collect();
             tracing::info!(
                 target: "ramrod::controller", %trigger, policy = %record.policy, hash = %record.hash,
                 decided_by = ?record.decided_by, clamps = ?record.clamps, reason = %d.reason,
-                actions = ?actions, "decision"
+                actions = ?done, "decision"
             );
         }
         self.shared.push(AuditEntry {
             seq: 0,
             at_unix_ms: facts.log.now_ms,
-            trigger: trigger.to_string(),
+            trigger,
             facts,
             record,
             actions,
         });
         wait
-    }
-}
-
-fn article(k: SnapshotKind) -> &'static str {
-    match k {
-        SnapshotKind::Full => "a full",
-        SnapshotKind::Incremental => "an incremental",
-    }
-}
-
-fn to_kind(k: sdk::SnapshotKind) -> SnapshotKind {
-    match k {
-        sdk::SnapshotKind::Full => SnapshotKind::Full,
-        sdk::SnapshotKind::Incremental => SnapshotKind::Incremental,
     }
 }
