@@ -3,9 +3,9 @@
 //!
 //! Run with `cargo run -p ramrod-examples --example policy_host`.
 
-use ramrod::policy::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits};
 use ramrod::sdk::Bounds;
 use ramrod::sdk::testing::scenarios;
+use ramrod::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits};
 
 fn main() -> anyhow::Result<()> {
     let runtime = PolicyRuntime::new(SandboxLimits::default(), None)?;

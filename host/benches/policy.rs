@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ramrod::policy::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits, builtin};
+use ramrod::internals::policy::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits, builtin};
 use ramrod::sdk::testing::{configure, scenarios};
 use ramrod::sdk::{Bounds, Facts, Policy};
 use ramrod_policies::{Adaptive, BytesOrAge, Entries};

@@ -199,6 +199,25 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The configuration of node `id` keeping its data in `data_dir`, every
+    /// other setting at its default.
+    pub fn new(id: u64, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            id,
+            listen: default_listen(),
+            data_dir: data_dir.into(),
+            token: None,
+            peers: Vec::new(),
+            snapshot_store: StoreConfig::default(),
+            snapshots: SnapshotConfig::default(),
+            log: LogOptions::default(),
+            policy: PolicyConfig::default(),
+            limits: SandboxLimits::default(),
+            bounds: Bounds::default(),
+            raft: RaftTiming::default(),
+        }
+    }
+
     /// Reads and checks a configuration file; relative paths in it are taken
     /// relative to the file's directory.
     ///
@@ -304,6 +323,7 @@ mod tests {
     #[test]
     fn defaults_work() {
         let c = NodeConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c, NodeConfig::new(1, "d"), "new() has the file's defaults");
         c.validate().unwrap();
         assert_eq!(c.listen, default_listen());
         assert_eq!(c.policy.builtin(), Some("adaptive"));

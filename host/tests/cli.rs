@@ -148,8 +148,8 @@ fn check_runs_a_wasi_guest_without_capabilities() {
 #[test]
 fn log_inspect_reports_the_store() {
     use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-    use ramrod::log_store::{Durability, LogStore};
-    use ramrod::raft::{Entry, LogId, Request, Vote};
+    use ramrod::internals::log_store::{Durability, LogStore};
+    use ramrod::internals::raft::{Entry, LogId, Request, Vote};
 
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -206,8 +206,8 @@ fn log_inspect_reports_the_store() {
 #[test]
 fn snapshot_list_verify_restore() {
     use openraft::storage::RaftStateMachine;
-    use ramrod::raft::{Entry, LogId, Request};
-    use ramrod::snapshot::{SnapshotConfig, SnapshotKind};
+    use ramrod::internals::raft::{Entry, LogId, Request};
+    use ramrod::internals::snapshot::{SnapshotConfig, SnapshotKind};
 
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -216,10 +216,13 @@ fn snapshot_list_verify_restore() {
         .build()
         .unwrap();
     let (hash, newest_delta) = rt.block_on(async {
-        let (mut sm, _) =
-            ramrod::state_machine::open_in_dir(dir.path(), "node-1", SnapshotConfig::default())
-                .await
-                .unwrap();
+        let (mut sm, _) = ramrod::internals::state_machine::open_in_dir(
+            dir.path(),
+            "node-1",
+            SnapshotConfig::default(),
+        )
+        .await
+        .unwrap();
         let mut last = None;
         for (i, kind) in [
             SnapshotKind::Full,

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ramrod::config::NodeConfig;
-use ramrod::node::Node;
-use ramrod::raft::{Command, Request};
+use ramrod::internals::config::NodeConfig;
+use ramrod::internals::node::Node;
+use ramrod::internals::raft::{Command, Request};
 
 const TOKEN: &str = "bench-token-123";
 const VALUE_BYTES: usize = 256;
@@ -99,6 +99,7 @@ async fn start(dir: &Path, s: &Setup, n: usize) -> (Vec<Node>, Vec<u16>) {
     }
     nodes[0].initialize().await.unwrap();
     nodes[0]
+        .internals()
         .raft
         .wait(Some(Duration::from_secs(20)))
         .metrics(|m| m.current_leader.is_some(), "a leader")
@@ -108,7 +109,13 @@ async fn start(dir: &Path, s: &Setup, n: usize) -> (Vec<Node>, Vec<u16>) {
 }
 
 fn leader(nodes: &[Node]) -> &Node {
-    let id = nodes[0].raft.metrics().borrow().current_leader.unwrap();
+    let id = nodes[0]
+        .internals()
+        .raft
+        .metrics()
+        .borrow()
+        .current_leader
+        .unwrap();
     nodes.iter().find(|n| n.id() == id).unwrap()
 }
 
@@ -136,7 +143,7 @@ async fn load(node: &Node, keys: u64, concurrency: u64, secs: f64) -> (u64, Vec<
     let seq = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (raft, stop, seq) = (node.raft.clone(), stop.clone(), seq.clone());
+            let (raft, stop, seq) = (node.internals().raft.clone(), stop.clone(), seq.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -198,22 +205,23 @@ async fn throughput(s: &Setup, secs: f64, keys: u64) -> Run {
     let audit: Vec<_> = nodes
         .iter()
         .flat_map(|n| {
-            n.controller
+            n.internals()
+                .controller
                 .shared()
-                .audit(ramrod::node::controller::AUDIT_CAPACITY)
+                .audit(ramrod::internals::node::controller::AUDIT_CAPACITY)
         })
         .collect();
     let deciding = audit
         .iter()
         .fold(0.0, |acc, e| acc + e.record.elapsed.as_secs_f64());
     lat.sort_unstable();
-    let st = lead.sm.stats();
+    let st = lead.internals().sm.stats();
     let run = Run {
         ops: n as f64 / secs,
         p50: pct(&lat, 0.50),
         p99: pct(&lat, 0.99),
         snapshots: st.full + st.incremental,
-        log_entries: lead.log.stats().entries,
+        log_entries: lead.internals().log.stats().entries,
         decisions: audit.len() as f64 / wall,
         decide_share: deciding / wall,
     };
@@ -233,14 +241,14 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn applied(n: &Node) -> u64 {
-    n.sm.last_applied().map_or(0, |l| l.index)
+    n.internals().sm.last_applied().map_or(0, |l| l.index)
 }
 
 /// Writes `writes` single-key updates to keys from `pick`, 64 at a time.
 async fn updates(node: &Node, writes: u64, pick: impl Fn(u64) -> u64, round: u64) {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..writes {
-        let raft = node.raft.clone();
+        let raft = node.internals().raft.clone();
         let k = pick(i);
         set.spawn(async move {
             raft.client_write(Request::put(key(k), rand_value(round << 32 | i)))
@@ -290,13 +298,18 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
             })
             .collect();
         leader(&nodes)
+            .internals()
             .raft
             .client_write(Request { commands })
             .await
             .unwrap();
     }
     let lead_id = leader(&nodes).id();
-    let f = nodes.iter().map(Node::id).find(|&i| i != lead_id).unwrap();
+    let f = nodes
+        .iter()
+        .map(|n| n.id())
+        .find(|&i| i != lead_id)
+        .unwrap();
     let take_down = |nodes: &mut Vec<Node>| {
         let pos = nodes.iter().position(|n| n.id() == f).unwrap();
         nodes.remove(pos)
@@ -310,12 +323,13 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
     // A snapshot of everything, so the follower installs exactly the state
     // it will later be behind from.
     leader(&nodes)
+        .internals()
         .controller
-        .snapshot(Some(ramrod::snapshot::SnapshotKind::Incremental))
+        .snapshot(Some(ramrod::internals::snapshot::SnapshotKind::Incremental))
         .await
         .unwrap();
     until("leader purged (1)", || {
-        leader(&nodes).log.stats().first_index > had + 1
+        leader(&nodes).internals().log.stats().first_index > had + 1
     })
     .await;
     let back = Node::start(config(f, &ports, dir.path(), &s))
@@ -339,34 +353,34 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
     .await;
     let target = applied(leader(&nodes));
     until("leader purged (2)", || {
-        leader(&nodes).log.stats().first_index > had + 1
+        leader(&nodes).internals().log.stats().first_index > had + 1
     })
     .await;
     let had_segments =
         ramrod_tests::stored_segments(&dir.path().join(format!("node-{f}/snapshots"))).await;
     let lead = leader(&nodes);
-    let sent_before = lead.sent.to(f);
+    let sent_before = lead.internals().sent.to(f);
     let back = Node::start(config(f, &ports, dir.path(), &s))
         .await
         .unwrap();
     until("caught up (2)", || applied(&back) >= target).await;
     let lead = leader(&nodes);
-    let rpc_bytes = lead.sent.to(f) - sent_before;
-    let fetched = back.sm.last_install().map_or(0, |(_, f)| f);
-    let layers = back.sm.last_install().map_or(0, |(m, _)| {
+    let rpc_bytes = lead.internals().sent.to(f) - sent_before;
+    let fetched = back.internals().sm.last_install().map_or(0, |(_, f)| f);
+    let layers = back.internals().sm.last_install().map_or(0, |(m, _)| {
         std::iter::once(&m.base)
             .chain(&m.deltas)
             .filter(|l| l.segments.iter().any(|s| !had_segments.contains(&s.name)))
             .count()
     });
     let r = CatchUp {
-        state_bytes: lead.sm.state_bytes(),
+        state_bytes: lead.internals().sm.state_bytes(),
         changed_bytes: changed * (key(0).len() + VALUE_BYTES) as u64,
         written_bytes: writes * (key(0).len() + VALUE_BYTES) as u64,
         layers,
         fetched,
         rpc_bytes,
-        installs: back.sm.stats().installed,
+        installs: back.internals().sm.stats().installed,
     };
     nodes.push(back);
     for n in nodes {
@@ -406,7 +420,7 @@ async fn restart(writes: u64, keys: u64) -> (Ready, Ready) {
         let last = applied(&nodes[0]);
         // Let the controller finish its last snapshot and purge.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let entries = nodes[0].log.stats().entries;
+        let entries = nodes[0].internals().log.stats().entries;
         for n in nodes {
             n.shutdown().await;
         }
@@ -416,7 +430,7 @@ async fn restart(writes: u64, keys: u64) -> (Ready, Ready) {
         out.push((
             t.elapsed().as_secs_f64() * 1000.0,
             entries,
-            node.recovery.restore_ms,
+            node.internals().recovery.restore_ms,
         ));
         node.shutdown().await;
     }

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
-use ramrod::raft::{Command, Entry, LogId, Request};
-use ramrod::snapshot::{
+use ramrod::internals::raft::{Command, Entry, LogId, Request};
+use ramrod::internals::snapshot::{
     DirStore, Manifest, S3Config, S3Store, SnapshotConfig, SnapshotKind, SnapshotStore, Snapshots,
 };
-use ramrod::state_machine::KvStateMachine;
+use ramrod::internals::state_machine::KvStateMachine;
 
 const VALUE_BYTES: usize = 100;
 

@@ -8,8 +8,8 @@ use std::io::Write;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, EntryPayload};
-use ramrod::log_store::{LogOptions, LogStore};
-use ramrod::raft::{Entry, LogId, Request, Vote};
+use ramrod::internals::log_store::{LogOptions, LogStore};
+use ramrod::internals::raft::{Entry, LogId, Request, Vote};
 
 /// 200 incompressible bytes derived from `i`, so segments fill up.
 fn noise(i: u64) -> Vec<u8> {

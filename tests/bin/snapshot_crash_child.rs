@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
-use ramrod::raft::{Command, Entry, LogId, Request};
-use ramrod::snapshot::{DirStore, SnapshotConfig, SnapshotStore, Snapshots};
-use ramrod::state_machine::KvStateMachine;
+use ramrod::internals::raft::{Command, Entry, LogId, Request};
+use ramrod::internals::snapshot::{DirStore, SnapshotConfig, SnapshotStore, Snapshots};
+use ramrod::internals::state_machine::KvStateMachine;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ramrod::config::NodeConfig;
-use ramrod::node::Node;
+use ramrod::internals::config::NodeConfig;
+use ramrod::internals::node::Node;
 
 pub(crate) const TOKEN: &str = "cluster-test-token";
 
@@ -27,6 +27,7 @@ pub(crate) async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
 
 pub(crate) async fn leader(nodes: &[Node]) -> u64 {
     nodes[0]
+        .internals()
         .raft
         .wait(Some(Duration::from_secs(10)))
         .metrics(|m| m.current_leader.is_some(), "a leader")
@@ -50,7 +51,7 @@ fn three_nodes_replicate_and_answer_over_http() {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let url = |n: &Node, path: &str| format!("http://{}{path}", n.addr);
+        let url = |n: &Node, path: &str| format!("http://{}{path}", n.addr().unwrap());
 
         for i in 0..50 {
             let r = http
@@ -97,24 +98,24 @@ fn three_nodes_replicate_and_answer_over_http() {
             assert_eq!(r.status(), 421);
             let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
             assert_eq!(body["leader_id"], leader_id);
-            assert_eq!(body["leader_addr"], leader.addr.to_string());
+            assert_eq!(body["leader_addr"], leader.addr().unwrap().to_string());
         }
 
         // Every node applies every write.
         for n in &nodes {
-            n.raft
+            n.internals().raft
                 .wait(Some(Duration::from_secs(10)))
                 .applied_index_at_least(Some(last), "all writes applied")
                 .await
                 .unwrap();
-            assert_eq!(n.sm.len(), 50, "node {}", n.id());
-            assert_eq!(n.sm.get(b"vm/049").as_deref(), Some(&b"spec 49"[..]));
+            assert_eq!(n.internals().sm.len(), 50, "node {}", n.id());
+            assert_eq!(n.internals().sm.get(b"vm/049").as_deref(), Some(&b"spec 49"[..]));
         }
-        let hashes: Vec<String> = nodes.iter().map(|n| n.sm.state_hash()).collect();
+        let hashes: Vec<String> = nodes.iter().map(|n| n.internals().sm.state_hash()).collect();
         assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
 
         // Bad requests: 4xx with a message, nothing applied.
-        let before = leader.sm.state_hash();
+        let before = leader.internals().sm.state_hash();
         let bad = [
             http.post(url(leader, "/kv/batch")).body("{not json"),
             http.post(url(leader, "/kv/batch")).body(r#"{"commands":[]}"#),
@@ -147,9 +148,9 @@ fn three_nodes_replicate_and_answer_over_http() {
             assert!(status.is_client_error(), "{status}: {text}");
             assert!(!text.is_empty(), "{status} without a message");
         }
-        assert_eq!(leader.sm.state_hash(), before, "a bad request changed the state");
+        assert_eq!(leader.internals().sm.state_hash(), before, "a bad request changed the state");
         assert_eq!(
-            leader.controller.shared().origin().origin,
+            leader.internals().controller.shared().origin().origin,
             "config",
             "a refused policy changed nothing"
         );
@@ -196,7 +197,7 @@ fn three_nodes_replicate_and_answer_over_http() {
         assert_eq!(r.status(), 200);
         let snap: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(snap["kind"], "full");
-        assert_eq!(follower.sm.current_manifest().unwrap().keys, 50);
+        assert_eq!(follower.internals().sm.current_manifest().unwrap().keys, 50);
 
         let r = http
             .get(url(leader, "/admin/metrics"))

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use ramrod::config::NodeConfig;
-use ramrod::node::Node;
-use ramrod::raft::Request;
+use ramrod::internals::config::NodeConfig;
+use ramrod::internals::node::Node;
+use ramrod::internals::raft::Request;
 
 use crate::cluster::{TOKEN, config, free_ports, leader};
 
@@ -42,7 +42,7 @@ async fn start_with(dir: &Path, policy: &str, policy_toml: &str) -> (Vec<Node>, 
 /// Writes `n` keys `{prefix}{i}` through `node` (the leader), `concurrency`
 /// at a time; every write must be acknowledged.
 async fn write_keys(node: &Node, prefix: &str, n: usize, concurrency: usize) {
-    let raft = node.raft.clone();
+    let raft = node.internals().raft.clone();
     let prefix = prefix.to_string();
     futures_util::stream::iter(0..n)
         .map(|i| {
@@ -69,7 +69,7 @@ async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool)
 }
 
 fn applied(n: &Node) -> u64 {
-    n.sm.last_applied().map_or(0, |l| l.index)
+    n.internals().sm.last_applied().map_or(0, |l| l.index)
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn each_builtin_policy_keeps_the_log_bounded_under_writes() {
             let leader_id = leader(&nodes).await;
             let lead = &nodes[leader_id as usize - 1];
             // Sample the largest log any node holds while the writes run.
-            let logs: Vec<_> = nodes.iter().map(|n| n.log.clone()).collect();
+            let logs: Vec<_> = nodes.iter().map(|n| n.internals().log.clone()).collect();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let sampler = {
                 let stop = stop.clone();
@@ -124,7 +124,7 @@ fn each_builtin_policy_keeps_the_log_bounded_under_writes() {
                 eventually(
                     Duration::from_secs(20),
                     &format!("{policy}: node {} compacted", n.id()),
-                    || n.log.stats().entries <= 1_000,
+                    || n.internals().log.stats().entries <= 1_000,
                 )
                 .await;
             }
@@ -135,7 +135,7 @@ fn each_builtin_policy_keeps_the_log_bounded_under_writes() {
                 "{policy}: a log held {max} entries of {WRITES} written"
             );
             for n in &nodes {
-                let c = n.controller.shared().stats();
+                let c = n.internals().controller.shared().stats();
                 assert!(
                     c.builds_full + c.builds_incremental >= 2,
                     "{policy}: node {} built {c:?}",
@@ -146,13 +146,18 @@ fn each_builtin_policy_keeps_the_log_bounded_under_writes() {
                     "{policy}: node {} purged nothing",
                     n.id()
                 );
-                let audit = n.controller.shared().audit(usize::MAX);
+                let audit = n.internals().controller.shared().audit(usize::MAX);
                 assert!(
                     audit.iter().all(|e| e.record.policy == policy),
                     "{policy}: every decision is the policy's"
                 );
                 assert!(audit.iter().any(|e| !e.actions.is_empty()));
-                assert_eq!(n.sm.len(), WRITES, "{policy}: node {} lost keys", n.id());
+                assert_eq!(
+                    n.internals().sm.len(),
+                    WRITES,
+                    "{policy}: node {} lost keys",
+                    n.id()
+                );
             }
             for n in nodes {
                 n.shutdown().await;
@@ -178,11 +183,13 @@ fn an_idle_cluster_compacts_under_bytes_or_age() {
                 Duration::from_secs(20),
                 &format!("node {} snapshot covers the log and purges it", n.id()),
                 || {
-                    let covered =
-                        n.sm.current_manifest()
-                            .and_then(|m| m.last_log_id)
-                            .map_or(0, |l| l.index);
-                    covered >= last && n.log.stats().first_index > last
+                    let covered = n
+                        .internals()
+                        .sm
+                        .current_manifest()
+                        .and_then(|m| m.last_log_id)
+                        .map_or(0, |l| l.index);
+                    covered >= last && n.internals().log.stats().first_index > last
                 },
             )
             .await;
@@ -222,7 +229,7 @@ fn a_policy_asking_for_incrementals_for_ever_never_grows_the_chain_past_the_boun
                 Duration::from_secs(20),
                 "a snapshot after the round",
                 || {
-                    let m = node.sm.current_manifest();
+                    let m = node.internals().sm.current_manifest();
                     longest = longest.max(m.as_ref().map_or(0, |m| 1 + m.deltas.len()));
                     m.and_then(|m| m.last_log_id).map_or(0, |l| l.index) + 40 > last
                 },
@@ -233,16 +240,18 @@ fn a_policy_asking_for_incrementals_for_ever_never_grows_the_chain_past_the_boun
             longest, 3,
             "the chain reached the bound and never passed it"
         );
-        let stats = node.controller.shared().stats();
+        let stats = node.internals().controller.shared().stats();
         assert!(stats.builds_full >= 3, "{stats:?}");
-        let audit = node.controller.shared().audit(usize::MAX);
+        let audit = node.internals().controller.shared().audit(usize::MAX);
         assert!(
             audit.iter().any(|e| e
                 .record
                 .clamps
                 .contains(&ramrod::sdk::Clamp::ChainTooLong { length: 3, max: 3 })
                 && e.actions.iter().any(|d| d.action
-                    == ramrod::node::controller::Action::Build(ramrod::sdk::SnapshotKind::Full))),
+                    == ramrod::internals::node::controller::Action::Build(
+                        ramrod::sdk::SnapshotKind::Full
+                    ))),
             "the audit names the clamp and the full build"
         );
         node.shutdown().await;
@@ -291,7 +300,7 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
         let leader_id = leader(&nodes).await;
         let id = nodes
             .iter()
-            .map(Node::id)
+            .map(|n| n.id())
             .find(|&i| i != leader_id)
             .unwrap();
         let restart = || policy_config(id, &ports, dir.path(), policy, cfg);
@@ -306,7 +315,7 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
             async |lead: &Node| {
                 write_keys(lead, "r1/", 6_000, 64).await;
                 eventually(Duration::from_secs(30), "the leader purged", || {
-                    lead.log.stats().first_index > 1_500
+                    lead.internals().log.stats().first_index > 1_500
                 })
                 .await;
             },
@@ -314,7 +323,11 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
         )
         .await;
         let back = nodes.last().unwrap();
-        assert_eq!(back.sm.stats().installed, 1, "round 1: one install");
+        assert_eq!(
+            back.internals().sm.stats().installed,
+            1,
+            "round 1: one install"
+        );
 
         // Round 2: down for 50,000 writes. The leader's chain is its base plus
         // deltas: the follower fetches the deltas, not the base again.
@@ -326,7 +339,7 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
                 write_keys(lead, "during/", 50_000, 64).await;
                 let target = applied(lead) - 2_000;
                 eventually(Duration::from_secs(30), "the leader purged", || {
-                    lead.log.stats().first_index > target.min(40_000)
+                    lead.internals().log.stats().first_index > target.min(40_000)
                 })
                 .await;
             },
@@ -336,9 +349,9 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
         // Stay a while: no second install (no loop).
         tokio::time::sleep(Duration::from_secs(2)).await;
         let back = nodes.last().unwrap();
-        let stats = back.sm.stats();
+        let stats = back.internals().sm.stats();
         assert_eq!(stats.installed, 1, "exactly one install: {stats:?}");
-        let (manifest, fetched) = back.sm.last_install().unwrap();
+        let (manifest, fetched) = back.internals().sm.last_install().unwrap();
         let missing: u64 = manifest
             .segments()
             .filter(|s| !had.contains(&s.name))
@@ -360,10 +373,10 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
         assert_eq!(lacked, 1, "one merged layer: {manifest:?}");
         let lead = leader_of(&nodes).await;
         eventually(Duration::from_secs(10), "equal states", || {
-            back.sm.state_hash() == lead.sm.state_hash()
+            back.internals().sm.state_hash() == lead.internals().sm.state_hash()
         })
         .await;
-        assert_eq!(back.sm.len(), 57_000);
+        assert_eq!(back.internals().sm.len(), 57_000);
         for n in nodes {
             n.shutdown().await;
         }
@@ -376,12 +389,12 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
 #[test]
 fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![ramrod::config::StoreConfig {
+    let mut stores = vec![ramrod::internals::config::StoreConfig {
         dir: Some(dir.path().join("shared")),
         s3: None,
     }];
     if let Some(s3) = crate::support::s3_test_config() {
-        stores.push(ramrod::config::StoreConfig {
+        stores.push(ramrod::internals::config::StoreConfig {
             dir: None,
             s3: Some(s3),
         });
@@ -406,7 +419,7 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
             let leader_id = leader(&nodes).await;
             let id = nodes
                 .iter()
-                .map(Node::id)
+                .map(|n| n.id())
                 .find(|&i| i != leader_id)
                 .unwrap();
             write_keys(leader_of(&nodes).await, "a/", 500, 32).await;
@@ -418,7 +431,7 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
             write_keys(lead, "b/", 3_000, 64).await;
             let last = applied(lead);
             eventually(Duration::from_secs(30), "the leader purged", || {
-                lead.log.stats().first_index > had + 1
+                lead.internals().log.stats().first_index > had + 1
             })
             .await;
             let back = Node::start(make(id)).await.unwrap();
@@ -426,10 +439,10 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
                 applied(&back) >= last
             })
             .await;
-            let stats = back.sm.stats();
+            let stats = back.internals().sm.stats();
             assert_eq!(stats.installed, 1, "round {round}: {stats:?}");
             assert_eq!(stats.bytes_fetched, 0, "round {round}: the store is shared");
-            assert_eq!(back.sm.len(), 3_500);
+            assert_eq!(back.internals().sm.len(), 3_500);
             back.shutdown().await;
             for n in nodes {
                 n.shutdown().await;
@@ -447,7 +460,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
         let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
         write_keys(lead, "k/", 100, 8).await;
         let http = reqwest::Client::new();
-        let url = |n: &Node, path: &str| format!("http://{}{path}", n.addr);
+        let url = |n: &Node, path: &str| format!("http://{}{path}", n.addr().unwrap());
         let put = |n: &Node, query: &str, body: Vec<u8>| {
             http.put(url(n, &format!("/admin/policy?{query}")))
                 .bearer_auth(TOKEN)
@@ -456,7 +469,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
         };
 
         // Refused before entering the log: garbage, a bad config, no token.
-        let before = lead.log.stats().last_index;
+        let before = lead.internals().log.stats().last_index;
         let r = put(lead, "cluster=true", b"\0asm not really".to_vec())
             .await
             .unwrap();
@@ -479,7 +492,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
             .unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(
-            lead.log.stats().last_index,
+            lead.internals().log.stats().last_index,
             before,
             "nothing entered the log"
         );
@@ -492,7 +505,9 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
         assert_eq!(r.status(), 421);
 
         // The rollout.
-        let wasm = ramrod::policy::builtin("bytes-or-age").unwrap().to_vec();
+        let wasm = ramrod::internals::policy::builtin("bytes-or-age")
+            .unwrap()
+            .to_vec();
         let r = put(
             lead,
             "cluster=true&label=ops.wasm&config=max_age_ms%3D60000",
@@ -506,7 +521,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
         let hash = blake3_hex(&wasm);
         assert_eq!(reply["hash"], hash.as_str());
         for n in &nodes {
-            let shared = n.controller.shared().clone();
+            let shared = n.internals().controller.shared().clone();
             eventually(Duration::from_secs(10), "every node swapped", || {
                 shared.origin().index == Some(index)
                     && shared.host().active_meta().is_some_and(|m| m.hash == hash)
@@ -525,12 +540,13 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
             assert!(p["config"].as_str().unwrap().contains("60000"));
         }
         // Decisions after the rollout are the new policy's.
-        nodes[0].controller.check();
+        nodes[0].internals().controller.check();
         eventually(
             Duration::from_secs(10),
             "a decision by the new policy",
             || {
                 nodes[0]
+                    .internals()
                     .controller
                     .shared()
                     .audit(1)
@@ -551,7 +567,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
         assert_eq!(r.status(), 200);
         let followers: Vec<u64> = nodes
             .iter()
-            .map(Node::id)
+            .map(|n| n.id())
             .filter(|&i| i != leader_id)
             .collect();
         for restart_id in followers {
@@ -566,7 +582,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
             ))
             .await
             .unwrap();
-            let shared = back.controller.shared().clone();
+            let shared = back.internals().controller.shared().clone();
             eventually(
                 Duration::from_secs(10),
                 "the restarted node runs the rollout",
@@ -582,7 +598,11 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
                 || applied(&back) >= index,
             )
             .await;
-            assert_eq!(back.sm.len(), 100, "the policy record is not a client key");
+            assert_eq!(
+                back.internals().sm.len(),
+                100,
+                "the policy record is not a client key"
+            );
             nodes.push(back);
         }
         for n in nodes {
@@ -592,7 +612,7 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
 }
 
 fn blake3_hex(bytes: &[u8]) -> String {
-    ramrod::raft::PolicySpec {
+    ramrod::internals::raft::PolicySpec {
         label: String::new(),
         wasm: bytes.to_vec(),
         config: String::new(),

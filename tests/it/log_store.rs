@@ -2,10 +2,10 @@
 //! load, damaged files.
 
 use openraft::testing::{StoreBuilder, Suite};
-use ramrod::log_store::{Durability, LogStore};
-use ramrod::raft::{StorageError, TypeConfig};
-use ramrod::snapshot::SnapshotConfig;
-use ramrod::state_machine::{KvStateMachine, open_in_dir};
+use ramrod::internals::log_store::{Durability, LogStore};
+use ramrod::internals::raft::{StorageError, TypeConfig};
+use ramrod::internals::snapshot::SnapshotConfig;
+use ramrod::internals::state_machine::{KvStateMachine, open_in_dir};
 
 /// Builds a log store and the real KV state machine per Suite case. All
 /// state machines share one snapshot store (as nodes sharing an object
@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, EntryPayload};
-use ramrod::log_store::{LogOptions, LogStoreError};
-use ramrod::raft::{Entry, LogId, Request, Vote};
+use ramrod::internals::log_store::{LogOptions, LogStoreError};
+use ramrod::internals::raft::{Entry, LogId, Request, Vote};
 
 use crate::support::{Rng, rt, run_then_kill};
 
@@ -305,7 +305,7 @@ fn bad_files_are_clear_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path().join(ramrod::log_store::LOG_FILE),
+        dir.path().join(ramrod::internals::log_store::LOG_FILE),
         vec![0x5a; 8192],
     )
     .unwrap();
@@ -314,7 +314,8 @@ fn bad_files_are_clear_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = redb::Database::create(dir.path().join(ramrod::log_store::LOG_FILE)).unwrap();
+        let db = redb::Database::create(dir.path().join(ramrod::internals::log_store::LOG_FILE))
+            .unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(redb::TableDefinition::<&str, &str>::new("users"))
             .unwrap()
@@ -331,7 +332,7 @@ fn bad_files_are_clear_errors() {
 
 /// The segment files of a log store, in order.
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join(ramrod::log_store::SEGMENT_DIR))
+    let mut files: Vec<_> = std::fs::read_dir(dir.join(ramrod::internals::log_store::SEGMENT_DIR))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod compaction;
+mod embed;
 mod log_store;
 mod policy;
 mod snapshot;

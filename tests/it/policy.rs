@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ramrod::policy::{
+use ramrod::internals::policy::{
     ActivePolicy, CompileSource, DecidedBy, FailureKind, PolicyError, PolicyHost, PolicyRuntime,
     PolicySource, PolicyWatcher, SandboxLimits, builtin,
 };

@@ -15,11 +15,11 @@ use bytes::Bytes;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
 use proptest::prelude::*;
-use ramrod::raft::{Command, Entry, LogId, Request};
-use ramrod::snapshot::{
+use ramrod::internals::raft::{Command, Entry, LogId, Request};
+use ramrod::internals::snapshot::{
     DirStore, Manifest, S3Store, SnapshotConfig, SnapshotKind, SnapshotStore, Snapshots,
 };
-use ramrod::state_machine::KvStateMachine;
+use ramrod::internals::state_machine::KvStateMachine;
 
 use crate::support::{Rng, rt, run_then_kill};
 
@@ -130,7 +130,7 @@ fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
         .collect()
 }
 
-fn same(state: &ramrod::snapshot::KvMap, model: &Model) -> bool {
+fn same(state: &ramrod::internals::snapshot::KvMap, model: &Model) -> bool {
     state.len() == model.len()
         && state
             .iter()
@@ -301,7 +301,7 @@ fn damaged_snapshots_are_detected_and_skipped() {
                         b[4] = 2;
                         let crc = crc32c::crc32c(&b[..20]);
                         b[20..24].copy_from_slice(&crc.to_le_bytes());
-                        let name = ramrod::snapshot::segment::name_of(&b);
+                        let name = ramrod::internals::snapshot::segment::name_of(&b);
                         store.put_segment(&name, Bytes::from(b)).await.unwrap();
                         let mut m = s3.clone();
                         m.deltas.last_mut().unwrap().segments[0].name = name;
@@ -587,16 +587,18 @@ fn merged_deltas_restore_the_same_state() {
             "each changed key once: {records} of {layers}"
         );
         let mut local = s3.clone();
-        local.deltas = vec![ramrod::snapshot::Layer {
+        local.deltas = vec![ramrod::internals::snapshot::Layer {
             last_log_id: s3.last_log_id,
             segments: Vec::new(),
         }];
         for seg in merged {
-            local.deltas[0].segments.push(ramrod::snapshot::SegmentRef {
-                name: seg.name.clone(),
-                bytes: seg.bytes.len() as u64,
-                records: seg.records,
-            });
+            local.deltas[0]
+                .segments
+                .push(ramrod::internals::snapshot::SegmentRef {
+                    name: seg.name.clone(),
+                    bytes: seg.bytes.len() as u64,
+                    records: seg.records,
+                });
             t.store.put_segment(&seg.name, seg.bytes).await.unwrap();
         }
         let again = snaps.load("c/merged", &local).await.unwrap();

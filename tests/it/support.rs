@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use ramrod::policy::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits};
+use ramrod::internals::policy::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits};
 use ramrod::sdk::{Bounds, Facts, Follower, LogFacts, Role, SnapshotFacts};
 
 /// The hostile fixture (imports nothing).
@@ -167,7 +167,7 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// The S3 test server's config with a fresh prefix, if `RAMROD_S3_ENDPOINT`
 /// is set (`scripts/test.sh` starts SeaweedFS and sets it); panics if
 /// `RAMROD_REQUIRE_S3` is set without it.
-pub fn s3_test_config() -> Option<ramrod::snapshot::S3Config> {
+pub fn s3_test_config() -> Option<ramrod::internals::snapshot::S3Config> {
     let Ok(endpoint) = std::env::var("RAMROD_S3_ENDPOINT") else {
         assert!(
             std::env::var("RAMROD_REQUIRE_S3").is_err(),
@@ -186,10 +186,10 @@ pub fn s3_test_config() -> Option<ramrod::snapshot::S3Config> {
             .as_nanos(),
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    Some(ramrod::snapshot::S3Config {
+    Some(ramrod::internals::snapshot::S3Config {
         endpoint: Some(endpoint),
         bucket: std::env::var("RAMROD_S3_BUCKET").unwrap_or_else(|_| "ramrod".into()),
         prefix,
-        ..ramrod::snapshot::S3Config::default()
+        ..ramrod::internals::snapshot::S3Config::default()
     })
 }

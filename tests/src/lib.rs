@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ramrod::config::{NodeConfig, Peer};
+use ramrod::internals::config::{NodeConfig, Peer};
 
 /// Free loopback ports (bound then released; the OS does not hand them out
 /// again at once).
@@ -46,8 +46,8 @@ pub fn node_config(id: u64, ports: &[u16], dir: &Path, token: &str) -> NodeConfi
 /// Names of the segments in the snapshot directory `dir` (empty if there is
 /// none yet).
 pub async fn stored_segments(dir: &Path) -> std::collections::BTreeSet<String> {
-    use ramrod::snapshot::SnapshotStore;
-    match ramrod::snapshot::DirStore::open(dir) {
+    use ramrod::internals::snapshot::SnapshotStore;
+    match ramrod::internals::snapshot::DirStore::open(dir) {
         Ok(store) => store
             .list_segments()
             .await

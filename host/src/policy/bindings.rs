@@ -7,7 +7,7 @@ wasmtime::component::bindgen!({
     world: "compaction-policy",
 });
 
-use ramrod::policy::types as wit;
+use self::ramrod::policy::types as wit;
 
 /// The name of the interface every policy must export.
 pub(crate) const POLICY_EXPORT: &str = "ramrod:policy/policy@0.1.0";

@@ -6,7 +6,7 @@
 //! decision out.
 //!
 //! ```
-//! use ramrod::policy::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits};
+//! use ramrod::{PolicyHost, PolicyRuntime, PolicySource, SandboxLimits};
 //! use ramrod_policy_sdk::{Bounds, testing::scenario};
 //!
 //! let runtime = PolicyRuntime::new(SandboxLimits::default(), None)?;
@@ -14,7 +14,7 @@
 //! host.swap(&PolicySource::parse("adaptive"), "max_chain_length = 8")?;
 //! let record = host.decide(&scenario("burst").unwrap().facts);
 //! println!("{}: {:?}", record.decision.reason, record.decision.snapshot);
-//! # Ok::<(), ramrod::policy::PolicyError>(())
+//! # Ok::<(), ramrod::PolicyError>(())
 //! ```
 //!
 //! [`Facts`]: ramrod_policy_sdk::Facts

@@ -389,7 +389,7 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         if let Some(Value::Array(ds)) =
             get_json(&http, &format!("{lead}/admin/decisions?limit=20")).await
         {
-            let ds: Vec<ramrod::node::controller::AuditEntry> =
+            let ds: Vec<ramrod::AuditEntry> =
                 serde_json::from_value(Value::Array(ds)).unwrap_or_default();
             for d in ds {
                 if last_seq.is_some_and(|l| d.seq <= l) {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use ramrod::log_store::{Durability, LogStore};
+use ramrod::internals::log_store::{Durability, LogStore};
 
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
@@ -27,7 +27,7 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
         LogCommand::Inspect { data_dir, json } => {
             let store = LogStore::open(&data_dir, Durability::Durable)?;
             let stats = store.stats();
-            let id = |l: Option<ramrod::raft::LogId>| {
+            let id = |l: Option<ramrod::internals::raft::LogId>| {
                 l.map_or("-".to_string(), |l| format!("{}-{}", l.leader_id, l.index))
             };
             let file_size = store.file_size()?;

@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use ramrod::config::NodeConfig;
-use ramrod::node::Node;
+use anyhow::{Context, Result};
+use ramrod::client::Client;
+use ramrod::{Node, NodeConfig};
 
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn serve(config: PathBuf) -> Result<ExitCode> {
@@ -18,11 +17,13 @@ pub fn serve(config: PathBuf) -> Result<ExitCode> {
         let node = Node::start(cfg.clone())
             .await
             .with_context(|| format!("starting node {}", cfg.id))?;
-        println!("node {} listening on http://{}", node.id(), node.addr);
+        if let Some(addr) = node.addr() {
+            println!("node {} listening on http://{addr}", node.id());
+        }
         // The smallest id of a new cluster creates it; the others join
         // when it contacts them.
         let smallest = cfg.peers.iter().all(|p| p.id > cfg.id);
-        if smallest && !node.raft.is_initialized().await? {
+        if smallest && !node.is_initialized().await? {
             node.initialize().await?;
             println!("initialized a cluster of {} nodes", 1 + cfg.peers.len());
         }
@@ -51,79 +52,48 @@ pub fn client_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// `GET {base}{path}` on the admin API; the body, or an error naming the
-/// node and its answer.
-pub async fn admin_get(base: &str, path: &str, token: &str) -> Result<String> {
-    let r = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("reaching {base}"))?;
-    let code = r.status();
-    let text = r.text().await?;
-    if !code.is_success() {
-        bail!("{base} answered {code}: {text}");
-    }
-    Ok(text)
-}
-
 /// Prints a node's status.
 pub fn status(node: String, token: Option<String>, json: bool) -> Result<ExitCode> {
     let token = token_or_env(token)?;
-    let base = node.trim_end_matches('/').to_string();
     client_runtime()?.block_on(async {
-        let text = admin_get(&base, "/admin/status", &token).await?;
-        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let s = Client::new(&node)?.with_token(token).status().await?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", serde_json::to_string_pretty(&s)?);
         } else {
-            println!(
-                "node        {} ({}, term {})",
-                v["id"],
-                v["role"].as_str().unwrap_or("?"),
-                v["term"]
-            );
-            println!("leader      {}", v["leader"]);
-            println!("applied     {}", v["last_applied"]);
+            let opt = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+            println!("node        {} ({}, term {})", s.id, s.role, s.term);
+            println!("leader      {}", opt(s.leader));
+            println!("applied     {}", opt(s.last_applied));
             println!(
                 "log         {} entries, {} bytes, {}..={}",
-                v["log"]["entries"],
-                v["log"]["bytes"],
-                v["log"]["first_index"],
-                v["log"]["last_index"]
+                s.log.entries, s.log.bytes, s.log.first_index, s.log.last_index
             );
             println!(
                 "snapshots   {} full, {} incremental, current {}",
-                v["snapshots"]["full"], v["snapshots"]["incremental"], v["current_snapshot"]["id"]
+                s.snapshots.full,
+                s.snapshots.incremental,
+                s.current_snapshot
+                    .as_ref()
+                    .map_or("none", |c| c.id.as_str())
             );
-            println!(
-                "state       {} keys, hash {}",
-                v["keys"],
-                v["state_hash"].as_str().unwrap_or("?")
-            );
-            let p = &v["policy"];
-            let hash = p["hash"].as_str().unwrap_or("");
+            println!("state       {} keys, hash {}", s.keys, s.state_hash);
+            let p = &s.policy;
             println!(
                 "policy      {} ({}) from {}{}",
-                p["name"].as_str().unwrap_or("?"),
-                &hash[..12.min(hash.len())],
-                p["origin"].as_str().unwrap_or("?"),
-                p["index"]
-                    .as_u64()
+                p.name,
+                &p.hash[..12.min(p.hash.len())],
+                p.origin,
+                p.index
                     .map(|i| format!(" at index {i}"))
                     .unwrap_or_default()
             );
-            let c = &v["controller"];
+            let c = &s.controller;
             println!(
                 "controller  {} decisions, {} builds, {} purges ({} entries)",
-                c["decisions"],
-                c["builds_full"].as_u64().unwrap_or(0)
-                    + c["builds_incremental"].as_u64().unwrap_or(0),
-                c["purges"],
-                c["purged_entries"]
+                c.decisions,
+                c.builds_full + c.builds_incremental,
+                c.purges,
+                c.purged_entries
             );
         }
         Ok(ExitCode::SUCCESS)

@@ -4,13 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
-use ramrod::policy::{PolicyRuntime, PolicySource, SandboxLimits, builtin_names};
+use ramrod::internals::policy::builtin_names;
 use ramrod::sdk::testing::scenarios;
 use ramrod::sdk::{Bounds, Clamp, SnapshotKind, clamp};
+use ramrod::{PolicyRuntime, PolicySource, SandboxLimits};
 
-use crate::node_cmd::{admin_get, client_runtime, token_or_env};
+use ramrod::Scope;
+use ramrod::client::{Client, PolicyUpload};
+
+use crate::node_cmd::{client_runtime, token_or_env};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -113,12 +117,8 @@ fn swap(
 ) -> Result<ExitCode> {
     let token = token_or_env(token)?;
     let config_text = read_toml_file(&config, "policy config")?;
-    let (builtin, body, label) = if builtin_names().contains(&policy) {
-        (
-            Some(policy.to_string()),
-            Vec::new(),
-            format!("builtin:{policy}"),
-        )
+    let upload = if builtin_names().contains(&policy) {
+        PolicyUpload::Builtin(policy.to_string())
     } else {
         let path = PathBuf::from(policy);
         let bytes = std::fs::read(&path).with_context(|| {
@@ -130,87 +130,55 @@ fn swap(
         let label = path
             .file_name()
             .map_or_else(|| policy.to_string(), |f| f.to_string_lossy().into_owned());
-        (None, bytes, label)
+        PolicyUpload::Wasm { label, bytes }
+    };
+    let scope = if cluster {
+        Scope::Cluster
+    } else {
+        Scope::Local
     };
     client_runtime()?.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        let mut base = node.trim_end_matches('/').to_string();
-        // A rollout must go to the leader: follow one redirect.
-        for _ in 0..2 {
-            let mut url = reqwest::Url::parse(&format!("{base}/admin/policy"))
-                .with_context(|| format!("bad node URL {node}"))?;
-            {
-                let mut q = url.query_pairs_mut();
-                if let Some(b) = &builtin {
-                    q.append_pair("builtin", b);
-                }
-                q.append_pair("config", &config_text);
-                q.append_pair("label", &label);
-                q.append_pair("cluster", if cluster { "true" } else { "false" });
-            }
-            let r = client
-                .put(url)
-                .bearer_auth(&token)
-                .body(body.clone())
-                .send()
-                .await
-                .with_context(|| format!("reaching {base}"))?;
-            let code = r.status();
-            let text = r.text().await?;
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if code == reqwest::StatusCode::MISDIRECTED_REQUEST
-                && let Some(addr) = v["leader_addr"].as_str()
-            {
-                println!("{base} is not the leader; sending to http://{addr}");
-                base = format!("http://{addr}");
-                continue;
-            }
-            if !code.is_success() {
-                bail!(
-                    "{base} refused the policy ({code}): {}",
-                    v["error"].as_str().unwrap_or(&text)
-                );
-            }
-            let hash = v["hash"].as_str().unwrap_or("");
-            match v["index"].as_u64() {
-                Some(i) => println!(
-                    "rolled out {} ({}) to the cluster at log index {i}: every node runs it from there on",
-                    v["name"].as_str().unwrap_or("?"),
-                    &hash[..12.min(hash.len())]
-                ),
-                None => println!(
-                    "{base} now runs {} ({}) (this node only, until its restart or the next rollout)",
-                    v["name"].as_str().unwrap_or("?"),
-                    &hash[..12.min(hash.len())]
-                ),
-            }
-            if let Some(clamps) = v["dry_run_clamps"].as_array()
-                && !clamps.is_empty()
-            {
-                println!(
-                    "note: the host clamps its decisions in {} synthetic scenarios (see `ramrod policy check`)",
-                    clamps.len()
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
+        let client = Client::new(node)?
+            .with_token(token)
+            .with_timeout(Duration::from_secs(60));
+        // A rollout goes to the leader: the client follows the node's 421.
+        let swapped = client
+            .swap_policy(upload, &config_text, scope)
+            .await
+            .with_context(|| format!("{} refused the policy", client.base()))?;
+        let hash = &swapped.hash[..12.min(swapped.hash.len())];
+        match swapped.index {
+            Some(i) => println!(
+                "rolled out {} ({hash}) to the cluster at log index {i}: every node runs it from there on",
+                swapped.name
+            ),
+            None => println!(
+                "{} now runs {} ({hash}) (this node only, until its restart or the next rollout)",
+                client.base(),
+                swapped.name
+            ),
         }
-        bail!("no leader answered")
+        if !swapped.dry_run_clamps.is_empty() {
+            println!(
+                "note: the host clamps its decisions in {} synthetic scenarios (see `ramrod policy check`)",
+                swapped.dry_run_clamps.len()
+            );
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 
 fn decisions(node: &str, token: Option<String>, limit: usize, json: bool) -> Result<ExitCode> {
     let token = token_or_env(token)?;
-    let base = node.trim_end_matches('/');
     client_runtime()?.block_on(async {
-        let text = admin_get(base, &format!("/admin/decisions?limit={limit}"), &token).await?;
-        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let entries = Client::new(node)?
+            .with_token(token)
+            .decisions(limit)
+            .await?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", serde_json::to_string_pretty(&entries)?);
             return Ok(ExitCode::SUCCESS);
         }
-        let entries: Vec<ramrod::node::controller::AuditEntry> = serde_json::from_value(v)?;
         for e in entries {
             let r = &e.record;
             let actions: Vec<String> = e.actions.iter().map(ToString::to_string).collect();

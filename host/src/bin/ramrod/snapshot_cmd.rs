@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ramrod::snapshot::{self, Manifest, SnapshotConfig, SnapshotStore, Snapshots};
+use ramrod::internals::snapshot::{self, Manifest, SnapshotConfig, SnapshotStore, Snapshots};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -74,7 +74,7 @@ async fn by_group(store: &Arc<dyn SnapshotStore>) -> Result<BTreeMap<String, Lis
     Ok(groups)
 }
 
-fn log_id(l: Option<ramrod::raft::LogId>) -> String {
+fn log_id(l: Option<ramrod::internals::raft::LogId>) -> String {
     l.map_or("-".into(), |l| format!("{}-{}", l.leader_id, l.index))
 }
 

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 
 pub use plan::{Action, Trigger};
 
-use super::network::InFlight;
+use super::raft_rpc::InFlight;
 use crate::log_store::LogStore;
 use crate::policy::{DecisionRecord, PolicyError, PolicyHost, PolicySource, SwapReport};
 use crate::raft::{NodeId, PolicySpec, TypeConfig};

@@ -1,7 +1,11 @@
-//! Raft RPCs between nodes over HTTP: postcard bodies (compact binary), one
-//! `POST` per RPC, a timeout on each.
+//! Raft RPCs between nodes over HTTP, both sides: postcard bodies (compact
+//! binary), one `POST` per RPC, a timeout on each.
 //!
-//! The server side is in [`super::api`]; both use [`encode`] and [`decode`].
+//! - client: [`HttpNetwork`] (openraft's network), [`InFlight`] snapshot
+//!   transfers, [`SentBytes`], and [`LeaderSource`], which fetches snapshot
+//!   segments and merged catch-up layers from the leader;
+//! - server: [`routes`], `/raft/append`, `/raft/vote`, `/raft/snapshot`,
+//!   `/raft/segment/{name}` and `/raft/catchup`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -444,4 +448,111 @@ pub struct CatchUpRequest {
 pub struct CatchUpReply {
     /// Encoded segments, in key order.
     pub segments: Vec<serde_bytes::ByteBuf>,
+}
+
+/// The server side: the `/raft/*` routes of a node. Raft RPCs between
+/// members are not size-limited: a replication batch may carry many entries
+/// of up to the largest request each, and refusing one would stall the
+/// cluster.
+pub(super) fn routes(node: super::NodeHandle) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/raft/append", post(server::append))
+        .route("/raft/vote", post(server::vote))
+        .route("/raft/snapshot", post(server::snapshot))
+        .route("/raft/segment/{name}", get(server::segment))
+        .route("/raft/catchup", post(server::catch_up))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(node)
+}
+
+mod server {
+    use axum::Json;
+    use axum::body::Bytes;
+    use axum::extract::{Path, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use serde::Serialize;
+
+    use super::{CONTENT_TYPE, CatchUpReply, CatchUpRequest, decode, encode};
+    use crate::node::NodeHandle;
+    use crate::node::http::wire::ErrorBody;
+    use crate::snapshot::{Manifest, SnapshotError, StoreError};
+
+    type Node = State<NodeHandle>;
+
+    fn reply<T: Serialize>(v: &T) -> Response {
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], encode(v)).into_response()
+    }
+
+    fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+        (status, Json(ErrorBody::new(msg))).into_response()
+    }
+
+    pub(super) async fn append(State(node): Node, body: Bytes) -> Response {
+        match decode(&body) {
+            Ok(req) => reply(&node.internals().raft.append_entries(req).await),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    pub(super) async fn vote(State(node): Node, body: Bytes) -> Response {
+        match decode(&body) {
+            Ok(req) => reply(&node.internals().raft.vote(req).await),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    pub(super) async fn snapshot(State(node): Node, body: Bytes) -> Response {
+        match decode(&body) {
+            Ok(req) => reply(&node.internals().raft.install_snapshot(req).await),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    /// A snapshot segment from this node's store, for a follower installing
+    /// a snapshot.
+    pub(super) async fn segment(State(node): Node, Path(name): Path<String>) -> Response {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return error(StatusCode::BAD_REQUEST, "a segment name is its hash in hex");
+        }
+        match node
+            .internals()
+            .sm
+            .snapshots()
+            .store()
+            .get_segment(&name)
+            .await
+        {
+            Ok(bytes) => bytes.into_response(),
+            Err(StoreError::NotFound { .. }) => {
+                error(StatusCode::NOT_FOUND, format!("no segment {name}"))
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+
+    /// The delta layers a returning follower lacks, merged into new
+    /// segments.
+    pub(super) async fn catch_up(State(node): Node, body: Bytes) -> Response {
+        let req: CatchUpRequest = match decode(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        let manifest = match Manifest::decode(&req.manifest) {
+            Ok(m) => m,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed manifest: {e}")),
+        };
+        let snaps = node.internals().sm.snapshots().clone();
+        match snaps.merge_layers(&manifest, req.from as usize).await {
+            Ok(segments) => reply(&CatchUpReply {
+                segments: segments
+                    .into_iter()
+                    .map(|s| serde_bytes::ByteBuf::from(s.bytes.to_vec()))
+                    .collect(),
+            }),
+            Err(SnapshotError::Manifest { reason, .. }) => error(StatusCode::BAD_REQUEST, reason),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
 }

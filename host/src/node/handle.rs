@@ -1,0 +1,576 @@
+//! [`NodeHandle`]: the typed operations on a running node. The HTTP API is
+//! a thin layer over them; an embedding service calls them directly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+
+use super::Recovery;
+use super::builder::PolicyChoice;
+use super::controller::{ControllerError, ControllerHandle};
+use super::raft_rpc::SentBytes;
+use super::status::{PolicyStatus, SnapshotInfo, Status};
+use crate::log_store::LogStore;
+use crate::policy::{PolicyError, dry_run};
+use crate::raft::{Command, NodeId, PolicySpec, Request, TypeConfig};
+use crate::sdk::Clamp;
+use crate::snapshot::SnapshotKind;
+use crate::state_machine::{KvStateMachine, is_reserved};
+
+/// The largest request (keys and values of one write or batch) accepted.
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// The largest policy component a rollout carries (it travels in one Raft
+/// entry, and replication batches entries).
+pub const MAX_POLICY_BYTES: usize = 4 << 20;
+
+/// Why an operation on a node did not happen. Nothing was applied unless
+/// the variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// This node is not the leader; writes and linearizable reads go to
+    /// `leader` (when known).
+    #[error("not the leader (the leader is {})", leader.map_or_else(|| "unknown".to_string(), |l| format!("node {l} at {}", leader_addr.as_deref().unwrap_or("?"))))]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<NodeId>,
+        /// The leader's address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The node is shutting down or its Raft has stopped.
+    #[error("the node has shut down")]
+    Shutdown,
+    /// The request is malformed or too large; the message names the value
+    /// at fault.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cluster exists already ([`NodeHandle::initialize`]).
+    #[error("the cluster is already initialized")]
+    AlreadyInitialized,
+    /// A policy was refused (the running one stays).
+    #[error("policy refused: {0}")]
+    Policy(#[from] PolicyError),
+    /// A snapshot could not be built.
+    #[error(transparent)]
+    Snapshot(#[from] ControllerError),
+    /// Waiting for something took too long.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// How long.
+        after: Duration,
+    },
+    /// Raft could not serve the request (no quorum, a storage error).
+    #[error("raft: {0}")]
+    Raft(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl OpError {
+    fn forward(f: &ForwardToLeader<NodeId, BasicNode>) -> OpError {
+        OpError::NotLeader {
+            leader: f.leader_id,
+            leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+        }
+    }
+
+    fn raft<E>(e: RaftError<NodeId, E>, api: impl FnOnce(&E) -> Option<OpError>) -> OpError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        match e {
+            RaftError::APIError(inner) => {
+                api(&inner).unwrap_or_else(|| OpError::Raft(Box::new(inner)))
+            }
+            RaftError::Fatal(openraft::error::Fatal::Stopped) => OpError::Shutdown,
+            RaftError::Fatal(f) => OpError::Raft(Box::new(f)),
+        }
+    }
+}
+
+/// One change of a [`batch`](NodeHandle::batch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Remove every key in `start..end`.
+    DeleteRange {
+        /// First key removed.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+    /// Remove every key that starts with `prefix`.
+    DeletePrefix {
+        /// The prefix.
+        prefix: Vec<u8>,
+    },
+}
+
+impl Op {
+    /// [`Op::Put`].
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// [`Op::Delete`].
+    pub fn delete(key: impl Into<Vec<u8>>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+
+    fn into_command(self) -> Result<(Command, usize), OpError> {
+        let reserved = |k: &[u8]| {
+            if is_reserved(k) {
+                Err(OpError::Invalid(
+                    "keys that start with byte 0xFF are reserved for ramrod".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match self {
+            Op::Put { key, value } => {
+                reserved(&key)?;
+                let n = key.len() + value.len();
+                (Command::Put { key, value }, n)
+            }
+            Op::Delete { key } => {
+                reserved(&key)?;
+                let n = key.len();
+                (Command::Delete { key }, n)
+            }
+            Op::DeleteRange { start, end } => {
+                let n = start.len() + end.len();
+                (Command::DeleteRange { start, end }, n)
+            }
+            Op::DeletePrefix { prefix } => {
+                let n = prefix.len();
+                (Command::DeletePrefix { prefix }, n)
+            }
+        })
+    }
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The log index it was applied at.
+    pub index: u64,
+    /// Keys written or removed.
+    pub changed_keys: u64,
+}
+
+/// Where a policy swap applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// This node only, until its restart or the next rollout.
+    Local,
+    /// Every node, through the Raft log (on the leader): each switches at
+    /// the same log index, and the policy is part of the state.
+    Cluster,
+}
+
+/// What a policy swap or rollout did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swapped {
+    /// The policy's name.
+    pub name: String,
+    /// Its hash.
+    pub hash: String,
+    /// Where it applies.
+    pub scope: Scope,
+    /// For a rollout: the index of its entry; every node runs the policy
+    /// from there on.
+    pub index: Option<u64>,
+    /// Decisions of the dry run the host would clamp, by scenario.
+    pub dry_run_clamps: Vec<(String, Vec<Clamp>)>,
+}
+
+/// The parts of a running node, for tools, tests and benchmarks that look
+/// below the typed operations (see [`crate::internals`]).
+#[derive(Clone)]
+pub struct Parts {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its Raft.
+    pub raft: Raft<TypeConfig>,
+    /// Its state machine.
+    pub sm: KvStateMachine,
+    /// Its log store.
+    pub log: LogStore,
+    /// Its compaction controller.
+    pub controller: ControllerHandle,
+    /// How it came up.
+    pub recovery: Arc<Recovery>,
+    /// Bytes of Raft RPCs sent, by target.
+    pub sent: SentBytes,
+    /// Where it listens, if anywhere.
+    pub addr: Option<SocketAddr>,
+    /// The members [`NodeHandle::initialize`] creates the cluster with.
+    pub members: BTreeMap<NodeId, BasicNode>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cheap, cloneable handle on a running node: every typed operation.
+/// [`Node`](super::Node) derefs to it. A handle does not keep the node
+/// alive: once the node has shut down (or was dropped), its operations fail
+/// with [`OpError::Shutdown`] and its files are closed, so the node can be
+/// started again in the same process.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    parts: Weak<Parts>,
+    id: NodeId,
+    addr: Option<SocketAddr>,
+}
+
+impl NodeHandle {
+    pub(super) fn new(parts: &Arc<Parts>) -> NodeHandle {
+        NodeHandle {
+            parts: Arc::downgrade(parts),
+            id: parts.id,
+            addr: parts.addr,
+        }
+    }
+
+    fn parts(&self) -> Result<Arc<Parts>, OpError> {
+        self.parts.upgrade().ok_or(OpError::Shutdown)
+    }
+
+    /// The node's parts (Raft, state machine, log store, controller), for
+    /// what the typed operations do not cover. No stability promise.
+    ///
+    /// # Panics
+    /// If the node has shut down.
+    pub fn internals(&self) -> Arc<Parts> {
+        self.parts
+            .upgrade()
+            .expect("the internals of a node that has shut down")
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Where the node listens (`None`: [`Listen::Nowhere`](super::Listen)).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// Creates a new cluster of this node and its configured peers.
+    ///
+    /// # Errors
+    /// [`OpError::AlreadyInitialized`] when the cluster exists (this node
+    /// has a log or a membership already); [`OpError::Shutdown`].
+    pub async fn initialize(&self) -> Result<(), OpError> {
+        let parts = self.parts()?;
+        parts
+            .raft
+            .initialize(parts.members.clone())
+            .await
+            .map_err(|e| {
+                OpError::raft(e, |api| match api {
+                    InitializeError::NotAllowed(_) => Some(OpError::AlreadyInitialized),
+                    InitializeError::NotInMembers(_) => None,
+                })
+            })
+    }
+
+    /// Whether this node belongs to a cluster already (it was initialized,
+    /// or joined one).
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub async fn is_initialized(&self) -> Result<bool, OpError> {
+        self.parts()?
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| match e {
+                openraft::error::Fatal::Stopped => OpError::Shutdown,
+                other => OpError::Raft(Box::new(other)),
+            })
+    }
+
+    /// Waits until the cluster has a leader, and returns its id.
+    ///
+    /// # Errors
+    /// [`OpError::Timeout`] after `timeout`; [`OpError::Shutdown`].
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, OpError> {
+        let m = self
+            .parts()?
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => OpError::Timeout {
+                    what: "a leader",
+                    after: timeout,
+                },
+                openraft::metrics::WaitError::ShuttingDown => OpError::Shutdown,
+            })?;
+        m.current_leader.ok_or(OpError::Shutdown)
+    }
+
+    /// Sets `key` to `value` (on the leader; acknowledged once committed and
+    /// applied).
+    ///
+    /// # Errors
+    /// [`OpError::NotLeader`] on a follower, [`OpError::Invalid`] for a
+    /// reserved key or an oversized request, [`OpError::Shutdown`].
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Written, OpError> {
+        self.batch(vec![Op::put(key, value)]).await
+    }
+
+    /// Removes `key` (`changed_keys` is 0 if it was not set).
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<Written, OpError> {
+        self.batch(vec![Op::delete(key)]).await
+    }
+
+    /// Applies `ops` in order, atomically, as one Raft entry.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put); [`OpError::Invalid`] for an empty batch.
+    pub async fn batch(&self, ops: Vec<Op>) -> Result<Written, OpError> {
+        if ops.is_empty() {
+            return Err(OpError::Invalid(
+                "a batch needs at least one command".into(),
+            ));
+        }
+        let mut size = 0;
+        let mut commands = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (c, n) = op.into_command()?;
+            size += n;
+            commands.push(c);
+        }
+        if size > MAX_REQUEST_BYTES {
+            return Err(OpError::Invalid(format!(
+                "the request holds {size} bytes of keys and values; at most {MAX_REQUEST_BYTES} are accepted"
+            )));
+        }
+        self.write(Request { commands }).await
+    }
+
+    async fn write(&self, req: Request) -> Result<Written, OpError> {
+        let r = self.parts()?.raft.client_write(req).await.map_err(|e| {
+            OpError::raft(e, |api| match api {
+                ClientWriteError::ForwardToLeader(f) => Some(OpError::forward(f)),
+                ClientWriteError::ChangeMembershipError(_) => None,
+            })
+        })?;
+        Ok(Written {
+            index: r.log_id.index,
+            changed_keys: r.data.changed_keys,
+        })
+    }
+
+    /// Waits until this node may serve a linearizable read (it is the
+    /// leader and has applied everything committed before the call).
+    ///
+    /// # Errors
+    /// [`OpError::NotLeader`] on a follower, [`OpError::Shutdown`].
+    pub async fn linearizable(&self) -> Result<(), OpError> {
+        self.parts()?
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                OpError::raft(e, |api| match api {
+                    CheckIsLeaderError::ForwardToLeader(f) => Some(OpError::forward(f)),
+                    CheckIsLeaderError::QuorumNotEnough(_) => None,
+                })
+            })
+    }
+
+    /// The value of `key`, linearizable (on the leader).
+    ///
+    /// # Errors
+    /// As [`linearizable`](Self::linearizable).
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, OpError> {
+        self.linearizable().await?;
+        self.get_local(key)
+    }
+
+    /// The value of `key` in this node's state as it is now (any node;
+    /// possibly stale on a follower).
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub fn get_local(&self, key: &[u8]) -> Result<Option<Bytes>, OpError> {
+        let parts = self.parts()?;
+        Ok((!is_reserved(key)).then(|| parts.sm.get(key)).flatten())
+    }
+
+    /// Up to `limit` pairs whose key starts with `prefix`, after `after`
+    /// (for paging), in key order; linearizable (on the leader).
+    ///
+    /// # Errors
+    /// As [`linearizable`](Self::linearizable).
+    pub async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, OpError> {
+        self.linearizable().await?;
+        self.scan_local(prefix, after, limit)
+    }
+
+    /// [`scan`](Self::scan) of this node's state as it is (any node).
+    pub fn scan_local(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, OpError> {
+        Ok(self.parts()?.sm.scan_prefix_after(prefix, after, limit))
+    }
+
+    /// Role, term, log and snapshot facts, policy, controller counters and
+    /// how the node came up (what `GET /admin/status` answers).
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub fn status(&self) -> Result<Status, OpError> {
+        Ok(Status::of(&*self.parts()?))
+    }
+
+    /// The running policy and its counters (what `GET /admin/policy`
+    /// answers).
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub fn policy(&self) -> Result<PolicyStatus, OpError> {
+        Ok(PolicyStatus::of(&*self.parts()?))
+    }
+
+    /// Builds a snapshot now (of `kind`, or what the chain calls for; the
+    /// chain bound applies), or right after the running build.
+    ///
+    /// # Errors
+    /// [`OpError::Snapshot`] if the build failed (its changes are kept for
+    /// the next one) or the node is shutting down.
+    pub async fn snapshot_now(&self, kind: Option<SnapshotKind>) -> Result<SnapshotInfo, OpError> {
+        let m = self.parts()?.controller.snapshot(kind).await?;
+        Ok(SnapshotInfo::of(&m))
+    }
+
+    /// Swaps the compaction policy: on this node only, or on every node
+    /// through the Raft log (`Scope::Cluster`, on the leader). The module is
+    /// compiled, instantiated, configured and dry-run first; if any step
+    /// fails the running policy stays (and, for a rollout, nothing enters
+    /// the log).
+    ///
+    /// # Errors
+    /// [`OpError::Policy`] naming why the policy was refused;
+    /// [`OpError::Invalid`] for a component over [`MAX_POLICY_BYTES`];
+    /// [`OpError::NotLeader`] for a rollout sent to a follower.
+    pub async fn swap_policy(
+        &self,
+        choice: PolicyChoice,
+        scope: Scope,
+    ) -> Result<Swapped, OpError> {
+        let Some(source) = choice.source else {
+            return Err(OpError::Invalid(
+                "the native policy is a start-up setting (`policy.name = \"native\"`), not a swap"
+                    .into(),
+            ));
+        };
+        let label = source.to_string();
+        let wasm = source.bytes()?;
+        if wasm.len() > MAX_POLICY_BYTES {
+            return Err(OpError::Invalid(format!(
+                "the policy is {} bytes; at most {MAX_POLICY_BYTES} are accepted",
+                wasm.len()
+            )));
+        }
+        let parts = self.parts()?;
+        let controller = &parts.controller;
+        let host = controller.shared().host().clone();
+        if scope == Scope::Local {
+            let report = super::controller::swap_in(&host, source, choice.config).await?;
+            controller.shared().note_local_swap();
+            controller.check();
+            return Ok(Swapped {
+                name: report.meta.name,
+                hash: report.meta.hash,
+                scope,
+                index: None,
+                dry_run_clamps: report.dry_run_clamps,
+            });
+        }
+        // A rollout: validate here, before the entry enters the log.
+        let (bytes, lbl, config) = (wasm.clone(), label.clone(), choice.config.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let (policy, _) = host.runtime().load(&bytes, &lbl, &config)?;
+            let (_, clamps) = dry_run(&policy, host.bounds())?;
+            Ok::<_, PolicyError>((policy.meta().clone(), clamps))
+        })
+        .await
+        .map_err(|e| {
+            OpError::Policy(PolicyError::Engine(format!(
+                "the validation task failed: {e}"
+            )))
+        })?;
+        let (meta, clamps) = checked?;
+        let spec = PolicySpec {
+            label,
+            wasm: wasm.to_vec(),
+            config: choice.config,
+        };
+        let w = self
+            .write(Request {
+                commands: vec![Command::SetPolicy(spec)],
+            })
+            .await?;
+        Ok(Swapped {
+            name: meta.name,
+            hash: meta.hash,
+            scope,
+            index: Some(w.index),
+            dry_run_clamps: clamps,
+        })
+    }
+}

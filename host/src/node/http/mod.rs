@@ -1,0 +1,132 @@
+//! A node's HTTP API: the router, one authentication layer for the admin
+//! API, and the mapping of [`OpError`]s to answers. The handlers are thin:
+//! they decode a request, call the typed operation on the [`NodeHandle`],
+//! and encode its result.
+//!
+//! - `/raft/*`: Raft RPCs between members ([`super::raft_rpc`]);
+//! - `/kv...`: the client API ([`kv`]);
+//! - `/admin/*`: status, metrics, decisions, snapshots, policies
+//!   ([`admin`]), behind a bearer token.
+//!
+//! A write or linearizable read sent to a follower is answered `421
+//! Misdirected Request` with the leader's id and address. Malformed or
+//! oversized requests get a 4xx with a message, and nothing is applied.
+
+mod admin;
+mod kv;
+pub mod wire;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::builder::Endpoints;
+use super::handle::{MAX_REQUEST_BYTES, NodeHandle, OpError};
+use wire::ErrorBody;
+
+/// The largest client or admin request body accepted (a little over the
+/// largest request, for the encoding).
+pub const MAX_BODY: usize = MAX_REQUEST_BYTES + (64 << 10);
+
+/// The router of a node serving `endpoints`; the admin API needs `token`
+/// (without one it answers 403).
+pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<String>) -> Router {
+    let raft = super::raft_rpc::routes(handle.clone());
+    if endpoints == Endpoints::RaftOnly {
+        return raft;
+    }
+    let admin = Router::new()
+        .route("/admin/status", get(admin::status))
+        .route("/admin/snapshot", post(admin::snapshot))
+        .route("/admin/metrics", get(admin::metrics))
+        .route("/admin/decisions", get(admin::decisions))
+        .route("/admin/policy", get(admin::policy).put(admin::policy_put))
+        .route_layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(token),
+            authenticate,
+        ));
+    Router::new()
+        .route("/kv", get(kv::list))
+        .route("/kv/batch", post(kv::batch))
+        .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(handle)
+        .merge(raft)
+}
+
+/// The admin API's one gate: 401 without the bearer token or with a wrong
+/// one, 403 when the node has none (the admin API is closed). Tokens are
+/// compared in constant time.
+async fn authenticate(
+    State(token): State<std::sync::Arc<Option<String>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token.as_deref() else {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(ErrorBody::new(
+                "the admin API is closed: no token is configured",
+            )),
+        )
+            .into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(ErrorBody::new("missing or wrong bearer token")),
+        )
+            .into_response()
+    }
+}
+
+/// A 400 with `msg`.
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(ErrorBody::new(msg))).into_response()
+}
+
+/// The answer to a failed operation: 421 with the leader when this node is
+/// not the leader, 400 for what the caller got wrong, 503 when the cluster
+/// cannot serve now, 500 otherwise.
+fn op_error(e: OpError) -> Response {
+    let status = match &e {
+        OpError::NotLeader {
+            leader,
+            leader_addr,
+        } => {
+            let body = ErrorBody {
+                error: "not the leader".into(),
+                leader_id: *leader,
+                leader_addr: leader_addr.clone(),
+            };
+            return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
+        }
+        OpError::Invalid(_) | OpError::Policy(_) => StatusCode::BAD_REQUEST,
+        OpError::AlreadyInitialized => StatusCode::CONFLICT,
+        OpError::Shutdown | OpError::Timeout { .. } | OpError::Raft(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(ErrorBody::new(e.to_string()))).into_response()
+}

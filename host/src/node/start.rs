@@ -1,0 +1,231 @@
+//! Starting a node: open the stores, restore, load the first policy, start
+//! Raft, the controller and the HTTP server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{Raft, SnapshotPolicy};
+
+use super::builder::{Endpoints, Listen, PolicyChoice, SnapshotStoreSpec};
+use super::controller::{self, PolicyOrigin};
+use super::handle::{NodeHandle, Parts};
+use super::{Node, NodeError, Recovery, http, raft_rpc};
+use crate::config::NodeConfig;
+use crate::log_store::LogStore;
+use crate::policy::{PolicyHost, PolicyRuntime};
+use crate::snapshot::{DirStore, S3Store, SnapshotError, SnapshotStore, Snapshots};
+use crate::state_machine::KvStateMachine;
+
+/// Everything [`start`] needs, as the builder resolved it.
+pub(super) struct Plan {
+    pub config: NodeConfig,
+    pub listen: Listen,
+    pub endpoints: Endpoints,
+    pub store: SnapshotStoreSpec,
+    pub policy: PolicyChoice,
+}
+
+pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
+    let Plan {
+        config,
+        listen,
+        endpoints,
+        store,
+        policy,
+    } = plan;
+    config
+        .validate()
+        .map_err(|reason| NodeError::Config { reason })?;
+    if matches!(listen, Listen::Nowhere) && !config.peers.is_empty() {
+        return Err(NodeError::Config {
+            reason: "a node with peers must listen: they reach it over HTTP".into(),
+        });
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let log = LogStore::open_with(&config.data_dir, config.log)?;
+    let store: Arc<dyn SnapshotStore> = match store {
+        SnapshotStoreSpec::S3(s3) => Arc::new(S3Store::new(&s3).map_err(SnapshotError::from)?),
+        SnapshotStoreSpec::Dir(dir) => Arc::new(DirStore::open(&dir).map_err(SnapshotError::from)?),
+        SnapshotStoreSpec::Custom(s) => s,
+    };
+    let group = format!("node-{}", config.id);
+    let snaps = Arc::new(Snapshots::new(store, &group, config.snapshots.clone()));
+    let started = Instant::now();
+    let (sm, report) = KvStateMachine::open(snaps).await?;
+    let restore_ms = started.elapsed().as_millis() as u64;
+    for (name, why) in &report.skipped {
+        tracing::warn!(snapshot = %name, reason = %why, "skipped a damaged snapshot at start-up");
+    }
+    let (host, origin) = start_policy(&config, &sm, policy).await?;
+
+    // Bind before Raft starts, so a port in use fails the start cleanly.
+    let listener = match listen {
+        Listen::Nowhere => None,
+        Listen::Addr(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Listen { addr, source })?,
+        ),
+        Listen::Listener(l) => {
+            let addr = l.local_addr().map_err(|source| NodeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+            let l = l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .map_err(|source| NodeError::Listen { addr, source })?;
+            Some(l)
+        }
+    };
+    let addr = match &listener {
+        Some(l) => Some(l.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?),
+        None => None,
+    };
+
+    let t = &config.raft;
+    let raft_config = openraft::Config {
+        cluster_name: "ramrod".into(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        snapshot_policy: match t.builtin_snapshot_every {
+            Some(n) => SnapshotPolicy::LogsSinceLast(n),
+            None => SnapshotPolicy::Never,
+        },
+        max_in_snapshot_log_to_keep: match t.builtin_snapshot_every {
+            Some(_) => t.builtin_keep,
+            None => u64::MAX,
+        },
+        install_snapshot_timeout: t.install_timeout_ms.max(t.rpc_timeout_ms),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Raft(Box::new(e)))?;
+    let network = raft_rpc::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms));
+    let in_flight = network.in_flight();
+    let sent = network.sent();
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        network,
+        log.clone(),
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| NodeError::Raft(Box::new(e)))?;
+    // A follower installing a snapshot fetches the segments its store
+    // lacks from the leader.
+    sm.set_segment_source(Some(Arc::new(raft_rpc::LeaderSource::new(
+        raft.metrics(),
+        Duration::from_millis(t.install_timeout_ms),
+    ))));
+    let loaded = report.loaded.as_ref();
+    let recovery = Arc::new(Recovery {
+        snapshot: loaded.map(|l| l.manifest.id.clone()),
+        snapshot_index: loaded.and_then(|l| l.manifest.last_log_id).map(|l| l.index),
+        layers: loaded.map_or(0, |l| 1 + l.manifest.deltas.len()),
+        bytes_read: loaded.map_or(0, |l| l.bytes_read),
+        skipped: report.skipped.len(),
+        restore_ms,
+        applied_at_ready: sm.last_applied().map(|l| l.index),
+        ready_ms: started.elapsed().as_millis() as u64,
+    });
+    let (controller, controller_task) = controller::start(controller::Parts {
+        id: config.id,
+        raft: raft.clone(),
+        sm: sm.clone(),
+        log: log.clone(),
+        host,
+        data_dir: config.data_dir.clone(),
+        in_flight,
+        origin,
+        decide: t.builtin_snapshot_every.is_none(),
+    });
+    let mut members = BTreeMap::new();
+    let self_addr = addr.map_or_else(|| config.listen.to_string(), |a| a.to_string());
+    members.insert(config.id, openraft::BasicNode::new(self_addr));
+    for p in &config.peers {
+        members.insert(p.id, openraft::BasicNode::new(p.addr.clone()));
+    }
+    let parts = Arc::new(Parts {
+        id: config.id,
+        raft,
+        sm,
+        log,
+        controller,
+        recovery,
+        sent,
+        addr,
+        members,
+    });
+    let handle = NodeHandle::new(&parts);
+    let server = listener.map(|listener| {
+        let app = http::router(handle.clone(), endpoints, config.token.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        (stop, task)
+    });
+    Ok(Node {
+        parts,
+        handle,
+        controller_task,
+        server,
+    })
+}
+
+/// The policy host with the node's first policy in: the one the state holds
+/// (the last rollout), else `choice`.
+async fn start_policy(
+    config: &NodeConfig,
+    sm: &KvStateMachine,
+    choice: PolicyChoice,
+) -> Result<(Arc<PolicyHost>, PolicyOrigin), NodeError> {
+    let runtime = PolicyRuntime::new(
+        config.limits.clone(),
+        Some(config.data_dir.join("policy-cache")),
+    )?;
+    // The native policy is the fallback, configured by the choice's config.
+    let fallback = match &choice.source {
+        None => choice.config.as_str(),
+        Some(_) => "",
+    };
+    let bounds = crate::sdk::Bounds {
+        max_chain: u32::try_from(config.snapshots.max_chain).unwrap_or(u32::MAX),
+        ..config.bounds.clone()
+    };
+    let host = Arc::new(PolicyHost::new(runtime, bounds, fallback)?);
+    let mut origin = PolicyOrigin::default();
+    if let Some(applied) = sm.policy() {
+        match controller::swap_spec(&host, &applied.spec).await {
+            Ok(_) => {
+                origin.origin = "rollout".into();
+                origin.index = Some(applied.index);
+                return Ok((host, origin));
+            }
+            Err(e) => {
+                tracing::error!(index = applied.index, error = %e, "the rolled-out policy in the state does not load here; using the configured one");
+                origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
+            }
+        }
+    }
+    origin.origin = "config".into();
+    if let Some(source) = choice.source {
+        controller::swap_in(&host, source, choice.config).await?;
+    }
+    Ok((host, origin))
+}
