@@ -19,10 +19,15 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::node::http::wire::{Batch, BatchCommand, ErrorBody, Pair};
+pub use crate::node::http::wire::{BatchCommand, Pair};
+
+use crate::node::http::wire::{Batch, ErrorBody};
 use crate::{
     AuditEntry, NodeId, PolicyStatus, Scope, SnapshotInfo, SnapshotKind, Status, Swapped, Written,
 };
+
+/// The message of the node's 404 for an unset key.
+const NO_SUCH_KEY: &str = "no such key";
 
 /// How many 421 answers a call follows before giving up.
 const MAX_HOPS: usize = 3;
@@ -67,6 +72,13 @@ pub enum ClientError {
         status: StatusCode,
         /// The node's message.
         message: String,
+    },
+    /// The key cannot travel in a URL path: a `.` or `..` part between
+    /// slashes would be read as a relative path.
+    #[error("key {key:?} has a `.` or `..` part, which a URL path cannot carry")]
+    Key {
+        /// The key.
+        key: String,
     },
     /// The answer did not decode.
     #[error("{url}: the answer does not decode: {reason}")]
@@ -139,6 +151,9 @@ impl Client {
         if base.scheme() != "http" || base.host().is_none() || base.cannot_be_a_base() {
             return Err(bad("only http://host:port is supported".into()));
         }
+        if base.path() != "/" || base.query().is_some() {
+            return Err(bad("a node address has no path or query".into()));
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -187,7 +202,7 @@ impl Client {
     }
 
     async fn get_value(&self, key: &str, local: bool) -> Result<Option<Vec<u8>>, ClientError> {
-        let segments = key_path(key);
+        let segments = key_path(key)?;
         let call = Call {
             method: Method::GET,
             path: &segments,
@@ -200,7 +215,11 @@ impl Client {
         };
         match self.send(&call).await {
             Ok((_, body)) => Ok(Some(body)),
-            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
+            // The node's own "no such key", not a 404 for a missing route
+            // (a node serving only the Raft endpoints).
+            Err(ClientError::Status {
+                status, message, ..
+            }) if status == StatusCode::NOT_FOUND && message == NO_SUCH_KEY => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -211,7 +230,7 @@ impl Client {
     /// [`ClientError`]: unreachable, no leader, or an error answer (400 for
     /// an oversized value, with the limit).
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<Written, ClientError> {
-        let segments = key_path(key);
+        let segments = key_path(key)?;
         self.json(Call {
             method: Method::PUT,
             path: &segments,
@@ -226,7 +245,7 @@ impl Client {
     /// # Errors
     /// As [`put`](Self::put).
     pub async fn delete(&self, key: &str) -> Result<Written, ClientError> {
-        let segments = key_path(key);
+        let segments = key_path(key)?;
         self.json(Call {
             method: Method::DELETE,
             path: &segments,
@@ -460,6 +479,43 @@ impl Client {
 }
 
 /// The path of `key` under `/kv/` (each `/`-separated part encoded).
-fn key_path(key: &str) -> Vec<&str> {
-    std::iter::once("kv").chain(key.split('/')).collect()
+fn key_path(key: &str) -> Result<Vec<&str>, ClientError> {
+    let parts: Vec<&str> = std::iter::once("kv").chain(key.split('/')).collect();
+    // A URL reads `.` and `..` parts (also as %2E) as relative paths.
+    if parts[1..].iter().any(|p| {
+        matches!(
+            p.to_ascii_lowercase().as_str(),
+            "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+        )
+    }) {
+        return Err(ClientError::Key {
+            key: key.to_string(),
+        });
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_addresses_that_cannot_travel_are_refused() {
+        assert!(matches!(key_path("a/../b"), Err(ClientError::Key { .. })));
+        assert!(matches!(key_path("."), Err(ClientError::Key { .. })));
+        assert_eq!(key_path("vm/a.b/..c").unwrap(), ["kv", "vm", "a.b", "..c"]);
+        assert!(Client::new("http://127.0.0.1:7001").is_ok());
+        assert!(Client::new("127.0.0.1:7001").is_ok());
+        for bad in [
+            "https://h:1",
+            "http://h:1/prefix",
+            "unix:///tmp/s",
+            "http://h:1/?a=b",
+        ] {
+            assert!(
+                matches!(Client::new(bad), Err(ClientError::Address { .. })),
+                "{bad}"
+            );
+        }
+    }
 }

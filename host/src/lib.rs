@@ -49,6 +49,7 @@
 
 pub mod client;
 mod config;
+mod harness;
 mod log_store;
 mod node;
 mod platform;
@@ -127,4 +128,10 @@ pub mod internals {
     pub mod state_machine {
         pub use crate::state_machine::*;
     }
+    /// Clusters of `ramrod serve` processes on loopback (the demo's and the
+    /// process tests' harness).
+    pub mod harness {
+        pub use crate::harness::*;
+    }
+    pub use crate::platform::inherited_listener;
 }

@@ -1,16 +1,113 @@
 //! Calls into the operating system that the standard library does not wrap
-//! (`statvfs`, `posix_fallocate`). Every `unsafe` libc call of the
-//! crate lives here, each with its `SAFETY` proof.
+//! (`statvfs`, `posix_fallocate`, signals, handing a listening socket to a
+//! child process). Every `unsafe` libc call of the crate lives here, each
+//! with its `SAFETY` proof.
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::Path;
+use std::process::Command;
+
+/// Makes `cmd`'s process start with `listener` as its descriptor `target`
+/// (inherited across `exec`); the parent keeps its own descriptor.
+pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener, target: RawFd) {
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: it calls dup2 and fcntl,
+    // both async-signal-safe, and allocates nothing. `fd` stays open in the
+    // parent (it owns the listener) until `spawn` returns, so it is valid
+    // in the child.
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec: the one way to place a descriptor in a child"
+    )]
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes the listening TCP socket this process inherited as descriptor
+/// `fd` (see [`pass_listener`]).
+///
+/// # Errors
+/// If `fd` is not an open socket, or not a listening TCP one.
+///
+/// # Safety
+/// `fd` must have been handed to this process to own (by its parent, as
+/// `--listen-fd` documents) and nothing else in the process may use or
+/// close it: the returned listener closes it when dropped.
+#[expect(
+    unsafe_code,
+    reason = "its caller must own the descriptor, which no type can prove"
+)]
+pub unsafe fn inherited_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
+    let mut accepting: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `accepting`, a
+    // c_int-sized local, and only reads `fd`.
+    #[expect(unsafe_code, reason = "getsockopt has no safe wrapper in std")]
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut accepting).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is not a socket: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    if accepting == 0 {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is a socket that is not listening"
+        )));
+    }
+    // SAFETY: the caller hands us ownership of `fd` (this function's
+    // contract), and it is an open, listening socket (checked above).
+    #[expect(unsafe_code, reason = "adopting an inherited descriptor")]
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.local_addr()?;
+    Ok(listener)
+}
+
+/// Asks the process `pid` to stop (SIGTERM).
+///
+/// # Errors
+/// If the signal could not be sent (no such process, not ours).
+pub fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill has no memory-safety preconditions; it only sends a
+    // signal to `pid`, a process the caller started and has not reaped.
+    #[expect(unsafe_code, reason = "kill has no safe wrapper in std")]
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Reserves `size` bytes for `file` (blocks really allocated, so later
 /// writes up to `size` cannot fail for lack of space).
 #[cfg(target_os = "linux")]
 pub fn allocate(file: &File, size: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(size).map_err(io::Error::other)?;
     // SAFETY: `file` is open for the whole call, so its descriptor is
     // valid, and `len` is non-negative (it came from a u64 that fit).
@@ -59,6 +156,22 @@ pub fn disk_free(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_listening_socket_is_adopted() {
+        let file = tempfile::tempfile().unwrap();
+        // SAFETY (test): the descriptor is refused before it is adopted.
+        #[expect(unsafe_code, reason = "the function under test is unsafe")]
+        let e = unsafe { inherited_listener(file.as_raw_fd()) }.unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(l);
+        // SAFETY (test): `fd` came from into_raw_fd, so nothing else owns it.
+        #[expect(unsafe_code, reason = "the function under test is unsafe")]
+        let back = unsafe { inherited_listener(fd) }.unwrap();
+        assert_eq!(back.local_addr().unwrap(), addr);
+    }
 
     #[test]
     fn free_space_is_known_for_a_real_directory_only() {

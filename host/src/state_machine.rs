@@ -527,23 +527,27 @@ impl KvStateMachine {
 
     /// The kind a build asked to be `asked` is once the chain bound applies.
     fn bounded_kind(&self, asked: Option<SnapshotKind>) -> SnapshotKind {
-        let chain = self
-            .lock()
-            .current
-            .as_ref()
-            .map_or(0, |(m, _)| 1 + m.deltas.len());
+        let parent = self.lock().current.as_ref().map(|(m, _)| m.clone());
+        self.bound(asked.unwrap_or(SnapshotKind::Incremental), parent.as_ref())
+    }
+
+    /// `asked` on top of `parent`, with the chain bound applied: full
+    /// without a parent or when an incremental would make the chain longer
+    /// than `max-chain`.
+    fn bound(&self, asked: SnapshotKind, parent: Option<&Manifest>) -> SnapshotKind {
+        let chain = parent.map_or(0, |m| u32::try_from(1 + m.deltas.len()).unwrap_or(u32::MAX));
         let bounds = crate::sdk::Bounds {
             max_chain: u32::try_from(self.shared.snapshots.config().max_chain).unwrap_or(u32::MAX),
             ..crate::sdk::Bounds::default()
         };
-        let chain = u32::try_from(chain).unwrap_or(u32::MAX);
-        let asked = asked.unwrap_or(SnapshotKind::Incremental);
-        crate::sdk::snapshot_kind(asked, chain > 0, chain, &bounds).0
+        crate::sdk::snapshot_kind(asked, parent.is_some(), chain, &bounds).0
     }
 
-    /// Builds a snapshot of exactly `kind` (the caller planned it; full is
-    /// still written when no parent exists), recording `requested_by` in the
-    /// manifest, then applies retention.
+    /// Builds a snapshot of `kind` as the caller planned it, recording
+    /// `requested_by` in the manifest, then applies retention. The chain
+    /// bound is checked again under the build lock (an install may have
+    /// changed the chain since the caller planned): full without a parent,
+    /// or when an incremental would make the chain too long.
     ///
     /// # Errors
     /// If writing fails; the changed keys are then kept for the next one.
@@ -556,11 +560,7 @@ impl KvStateMachine {
         let req = {
             let mut inner = self.lock();
             let parent = inner.current.as_ref().map(|(m, _)| m.clone());
-            let kind = if parent.is_none() {
-                SnapshotKind::Full
-            } else {
-                kind
-            };
+            let kind = self.bound(kind, parent.as_ref());
             // Later changes go to the overlay until the writer is done.
             if !inner.overlay.is_empty() {
                 // A previous merge is unfinished: finish it first (bounded

@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output};
 
+use ramrod::internals::harness::{ClusterSpec, ProcessCluster};
+
 fn ramrod(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ramrod"))
         .args(args)
@@ -318,40 +320,20 @@ fn snapshot_list_verify_restore() {
     );
 }
 
-/// Kills a child process when dropped, so a failed assertion leaves no
-/// server behind.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `ramrod serve` for a one-node cluster with `token` and `extra`
-/// config; returns the process (killed on drop) and the node's URL.
-fn serve_one(dir: &tempfile::TempDir, token: &str, extra: &str) -> (Reap, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = config(
-        dir,
-        &format!(
-            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata-dir = \"data\"\ntoken = \"{token}\"\n{extra}"
-        ),
-    );
-    let server = Reap(
-        Command::new(env!("CARGO_BIN_EXE_ramrod"))
-            .args(["serve", "--config", &cfg])
-            .env("RUST_LOG", "off")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    (server, format!("http://127.0.0.1:{port}"))
+/// config (tables); returns the cluster (stopped on drop) and the node's URL.
+fn serve_one(dir: &tempfile::TempDir, token: &str, extra: &str) -> (ProcessCluster, String) {
+    let spec = ClusterSpec {
+        nodes: 1,
+        token: token.into(),
+        extra_toml: extra.into(),
+        ..ClusterSpec::default()
+    };
+    let mut c =
+        ProcessCluster::new(env!("CARGO_BIN_EXE_ramrod").as_ref(), dir.path(), spec).unwrap();
+    c.start(1).unwrap();
+    let url = c.url(1);
+    (c, url)
 }
 
 /// `ramrod serve` runs a single-node cluster; `ramrod status` reads it with
@@ -384,7 +366,7 @@ fn serve_and_status() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     assert_eq!(out["id"], 1);
-    assert!(dir.path().join("data").join("raft-log.redb").exists());
+    assert!(dir.path().join("node-1").join("raft-log.redb").exists());
 
     let o = ramrod(&["status", "--node", &url, "--token", "wrong-token-999"]);
     let (_, err) = text(&o);

@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ramrod::internals::config::NodeConfig;
+use ramrod::NodeConfig;
 use ramrod::internals::node::Node;
 use ramrod::internals::raft::{Command, Request};
+use ramrod_tests::Ports;
 
 const TOKEN: &str = "bench-token-123";
 const VALUE_BYTES: usize = 256;
@@ -77,7 +78,7 @@ fn setups(every: u64, keep: u64) -> Vec<Setup> {
     ]
 }
 
-fn config(id: u64, ports: &[u16], dir: &Path, s: &Setup) -> NodeConfig {
+fn config(id: u64, ports: &Ports, dir: &Path, s: &Setup) -> NodeConfig {
     let mut c = ramrod_tests::node_config(id, ports, dir, TOKEN);
     c.policy.name = Some(s.policy.into());
     c.policy.config = toml::from_str(&s.policy_toml).expect("policy config");
@@ -91,11 +92,15 @@ fn config(id: u64, ports: &[u16], dir: &Path, s: &Setup) -> NodeConfig {
     c
 }
 
-async fn start(dir: &Path, s: &Setup, n: usize) -> (Vec<Node>, Vec<u16>) {
-    let ports = ramrod_tests::free_ports(n);
+async fn start(dir: &Path, s: &Setup, n: usize) -> (Vec<Node>, Ports) {
+    let ports = Ports::bind(n);
     let mut nodes = Vec::new();
     for id in 1..=n as u64 {
-        nodes.push(Node::start(config(id, &ports, dir, s)).await.unwrap());
+        nodes.push(
+            ramrod_tests::start(&ports, config(id, &ports, dir, s))
+                .await
+                .unwrap(),
+        );
     }
     nodes[0].initialize().await.unwrap();
     nodes[0]
@@ -317,7 +322,7 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
     // Round 1: down past a snapshot and purge: it installs the leader's base.
     let down = take_down(&mut nodes);
     let had = applied(&down);
-    down.shutdown().await;
+    ramrod_tests::stop(&ports, down).await;
     updates(leader(&nodes), every + 500, |i| i % keys, 1).await;
     let target = applied(leader(&nodes));
     // A snapshot of everything, so the follower installs exactly the state
@@ -332,7 +337,7 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
         leader(&nodes).internals().log.stats().first_index > had + 1
     })
     .await;
-    let back = Node::start(config(f, &ports, dir.path(), &s))
+    let back = ramrod_tests::start(&ports, config(f, &ports, dir.path(), &s))
         .await
         .unwrap();
     until("caught up (1)", || applied(&back) >= target).await;
@@ -342,7 +347,7 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
     let changed = (keys / 50).max(10);
     let down = take_down(&mut nodes);
     let had = applied(&down);
-    down.shutdown().await;
+    ramrod_tests::stop(&ports, down).await;
     let writes = windows * every + 500;
     updates(
         leader(&nodes),
@@ -360,7 +365,7 @@ async fn catch_up(keys: u64, windows: u64) -> CatchUp {
         ramrod_tests::stored_segments(&dir.path().join(format!("node-{f}/snapshots"))).await;
     let lead = leader(&nodes);
     let sent_before = lead.internals().sent.to(f);
-    let back = Node::start(config(f, &ports, dir.path(), &s))
+    let back = ramrod_tests::start(&ports, config(f, &ports, dir.path(), &s))
         .await
         .unwrap();
     until("caught up (2)", || applied(&back) >= target).await;
@@ -425,7 +430,9 @@ async fn restart(writes: u64, keys: u64) -> (Ready, Ready) {
             n.shutdown().await;
         }
         let t = Instant::now();
-        let node = Node::start(config(1, &ports, dir.path(), s)).await.unwrap();
+        let node = ramrod_tests::start(&ports, config(1, &ports, dir.path(), s))
+            .await
+            .unwrap();
         until("ready", || applied(&node) >= last).await;
         out.push((
             t.elapsed().as_secs_f64() * 1000.0,

@@ -9,17 +9,21 @@ use ramrod::internals::node::Node;
 
 pub(crate) const TOKEN: &str = "cluster-test-token";
 
-pub(crate) use ramrod_tests::free_ports;
+pub(crate) use ramrod_tests::Ports;
 
-pub(crate) fn config(id: u64, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
+pub(crate) fn config(id: u64, ports: &Ports, dir: &std::path::Path) -> NodeConfig {
     ramrod_tests::node_config(id, ports, dir, TOKEN)
 }
 
 pub(crate) async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
-    let ports = free_ports(3);
+    let ports = Ports::bind(3);
     let mut nodes = Vec::new();
     for id in 1..=3 {
-        nodes.push(Node::start(config(id, &ports, dir)).await.unwrap());
+        nodes.push(
+            ramrod_tests::start(&ports, config(id, &ports, dir))
+                .await
+                .unwrap(),
+        );
     }
     nodes[0].initialize().await.unwrap();
     nodes

@@ -13,11 +13,11 @@ use ramrod::internals::config::NodeConfig;
 use ramrod::internals::node::Node;
 use ramrod::internals::raft::Request;
 
-use crate::cluster::{TOKEN, config, free_ports, leader};
+use crate::cluster::{Ports, TOKEN, config, leader};
 
 fn policy_config(
     id: u64,
-    ports: &[u16],
+    ports: &Ports,
     dir: &Path,
     policy: &str,
     policy_toml: &str,
@@ -28,12 +28,12 @@ fn policy_config(
     c
 }
 
-async fn start_with(dir: &Path, policy: &str, policy_toml: &str) -> (Vec<Node>, Vec<u16>) {
-    let ports = free_ports(3);
+async fn start_with(dir: &Path, policy: &str, policy_toml: &str) -> (Vec<Node>, Ports) {
+    let ports = Ports::bind(3);
     let mut nodes = Vec::new();
     for id in 1..=3 {
         let c = policy_config(id, &ports, dir, policy, policy_toml);
-        nodes.push(Node::start(c).await.unwrap());
+        nodes.push(ramrod_tests::start(&ports, c).await.unwrap());
     }
     nodes[0].initialize().await.unwrap();
     (nodes, ports)
@@ -208,7 +208,7 @@ fn an_idle_cluster_compacts_under_bytes_or_age() {
 fn a_policy_asking_for_incrementals_for_ever_never_grows_the_chain_past_the_bound() {
     crate::support::rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let ports = free_ports(1);
+        let ports = Ports::bind(1);
         let mut c = policy_config(
             1,
             &ports,
@@ -217,7 +217,7 @@ fn a_policy_asking_for_incrementals_for_ever_never_grows_the_chain_past_the_boun
             "snapshot_every = 40\nkeep_entries = 0\nkind = \"incremental\"\ncheck_ms = 20",
         );
         c.snapshots.max_chain = 3;
-        let node = Node::start(c).await.unwrap();
+        let node = ramrod_tests::start(&ports, c).await.unwrap();
         node.initialize().await.unwrap();
         leader(std::slice::from_ref(&node)).await;
         let mut longest = 0;
@@ -264,18 +264,18 @@ fn a_policy_asking_for_incrementals_for_ever_never_grows_the_chain_past_the_boun
 async fn down_while(
     nodes: &mut Vec<Node>,
     id: u64,
-    start: impl FnOnce() -> NodeConfig,
+    (ports, start): (&Ports, impl FnOnce() -> NodeConfig),
     during: impl AsyncFnOnce(&Node),
     dir: &Path,
 ) -> BTreeSet<String> {
     let pos = nodes.iter().position(|n| n.id() == id).unwrap();
-    nodes.remove(pos).shutdown().await;
+    ramrod_tests::stop(ports, nodes.remove(pos)).await;
     let had =
         ramrod_tests::stored_segments(&dir.join(format!("node-{id}")).join("snapshots")).await;
     let lead = leader_of(nodes).await;
     during(lead).await;
     let last = applied(lead);
-    let back = Node::start(start()).await.unwrap();
+    let back = ramrod_tests::start(ports, start()).await.unwrap();
     eventually(Duration::from_secs(90), "the follower caught up", || {
         applied(&back) >= last
     })
@@ -311,7 +311,7 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
         down_while(
             &mut nodes,
             id,
-            restart,
+            (&ports, restart),
             async |lead: &Node| {
                 write_keys(lead, "r1/", 6_000, 64).await;
                 eventually(Duration::from_secs(30), "the leader purged", || {
@@ -334,7 +334,7 @@ fn a_follower_down_for_50k_writes_catches_up_with_one_install() {
         let had = down_while(
             &mut nodes,
             id,
-            restart,
+            (&ports, restart),
             async |lead: &Node| {
                 write_keys(lead, "during/", 50_000, 64).await;
                 let target = applied(lead) - 2_000;
@@ -405,7 +405,7 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
             let policy = "entries";
             let cfg =
                 "snapshot_every = 1000\nkeep_entries = 100\ncheck_ms = 50\nkind = \"incremental\"";
-            let ports = free_ports(3);
+            let ports = Ports::bind(3);
             let make = |id: u64| {
                 let mut c = policy_config(id, &ports, &base, policy, cfg);
                 c.snapshot_store = store.clone();
@@ -413,7 +413,7 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
             };
             let mut nodes = Vec::new();
             for id in 1..=3 {
-                nodes.push(Node::start(make(id)).await.unwrap());
+                nodes.push(ramrod_tests::start(&ports, make(id)).await.unwrap());
             }
             nodes[0].initialize().await.unwrap();
             let leader_id = leader(&nodes).await;
@@ -426,7 +426,7 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
             let pos = nodes.iter().position(|n| n.id() == id).unwrap();
             let down = nodes.remove(pos);
             let had = applied(&down);
-            down.shutdown().await;
+            ramrod_tests::stop(&ports, down).await;
             let lead = leader_of(&nodes).await;
             write_keys(lead, "b/", 3_000, 64).await;
             let last = applied(lead);
@@ -434,7 +434,7 @@ fn a_follower_sharing_the_snapshot_store_fetches_nothing() {
                 lead.internals().log.stats().first_index > had + 1
             })
             .await;
-            let back = Node::start(make(id)).await.unwrap();
+            let back = ramrod_tests::start(&ports, make(id)).await.unwrap();
             eventually(Duration::from_secs(60), "the follower caught up", || {
                 applied(&back) >= last
             })
@@ -572,14 +572,11 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
             .collect();
         for restart_id in followers {
             let pos = nodes.iter().position(|n| n.id() == restart_id).unwrap();
-            nodes.remove(pos).shutdown().await;
-            let back = Node::start(policy_config(
-                restart_id,
+            ramrod_tests::stop(&ports, nodes.remove(pos)).await;
+            let back = ramrod_tests::start(
                 &ports,
-                dir.path(),
-                "adaptive",
-                "",
-            ))
+                policy_config(restart_id, &ports, dir.path(), "adaptive", ""),
+            )
             .await
             .unwrap();
             let shared = back.internals().controller.shared().clone();

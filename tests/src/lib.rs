@@ -3,37 +3,91 @@
 
 #![deny(missing_docs)]
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Mutex;
 
-use ramrod::internals::config::{NodeConfig, Peer};
+use ramrod::internals::harness::HeldSocket;
+use ramrod::{Listen, Node, NodeBuilder, NodeConfig, NodeError, Peer};
 
-/// Free loopback ports (bound then released; the OS does not hand them out
-/// again at once).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address").port())
-        .collect()
+/// Loopback listeners for the nodes of an in-process cluster, bound once
+/// for the test's whole life: a node (re)started on its port gets a copy of
+/// the listener, so no other process can take the port in between; while a
+/// node is down ([`stop`]) its port refuses connections at once.
+#[derive(Debug)]
+pub struct Ports(Vec<Mutex<HeldSocket>>);
+
+impl Ports {
+    /// `n` listeners on `127.0.0.1`, for nodes `1..=n`.
+    pub fn bind(n: usize) -> Ports {
+        Ports(
+            (0..n)
+                .map(|_| Mutex::new(HeldSocket::bind_loopback().expect("a loopback port")))
+                .collect(),
+        )
+    }
+
+    fn socket(&self, id: u64) -> std::sync::MutexGuard<'_, HeldSocket> {
+        self.0[id as usize - 1]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Node `id`'s address.
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.socket(id).addr()
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Node `id`'s listener, for [`NodeBuilder::listen`].
+    pub fn listen(&self, id: u64) -> Listen {
+        Listen::Listener(self.socket(id).hand_out().expect("a listener duplicates"))
+    }
 }
 
-/// The config of node `id` of a loopback cluster listening on `ports`
-/// (node `i` on `ports[i - 1]`), its data in `dir/node-{id}`, quick Raft
-/// timings, admin token `token`.
-pub fn node_config(id: u64, ports: &[u16], dir: &Path, token: &str) -> NodeConfig {
-    let mut c = NodeConfig::parse(&format!("id = {id}\ndata-dir = \"x\"\n"))
-        .expect("a minimal config parses");
-    c.listen = format!("127.0.0.1:{}", ports[id as usize - 1])
-        .parse()
-        .expect("a loopback address");
-    c.data_dir = dir.join(format!("node-{id}"));
+/// Starts the node `config` describes on its listener from `ports`.
+///
+/// # Errors
+/// Why the node did not start.
+pub async fn start(ports: &Ports, config: NodeConfig) -> Result<Node, NodeError> {
+    let id = config.id;
+    let started = NodeBuilder::from_config(config)
+        .listen(ports.listen(id))
+        .start()
+        .await;
+    if started.is_err() {
+        let _ = ports.socket(id).park();
+    }
+    started
+}
+
+/// Shuts `node` down; its port refuses connections until it is started
+/// again.
+pub async fn stop(ports: &Ports, node: Node) {
+    let id = node.id();
+    node.shutdown().await;
+    let _ = ports.socket(id).park();
+}
+
+/// The config of node `id` of a loopback cluster on `ports`, its data in
+/// `dir/node-{id}`, quick Raft timings, admin token `token`.
+pub fn node_config(id: u64, ports: &Ports, dir: &Path, token: &str) -> NodeConfig {
+    let mut c = NodeConfig::new(id, dir.join(format!("node-{id}")));
+    c.listen = ports.addr(id);
     c.peers = (1..=ports.len() as u64)
         .filter(|&p| p != id)
         .map(|p| Peer {
             id: p,
-            addr: format!("127.0.0.1:{}", ports[p as usize - 1]),
+            addr: ports.addr(p).to_string(),
         })
         .collect();
     c.token = Some(token.into());

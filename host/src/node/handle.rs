@@ -246,8 +246,9 @@ impl std::fmt::Debug for Parts {
 /// A cheap, cloneable handle on a running node: every typed operation.
 /// [`Node`](super::Node) derefs to it. A handle does not keep the node
 /// alive: once the node has shut down (or was dropped), its operations fail
-/// with [`OpError::Shutdown`] and its files are closed, so the node can be
-/// started again in the same process.
+/// with [`OpError::Shutdown`], and once the calls in flight have returned
+/// its files are closed, so the node can be started again in the same
+/// process.
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     parts: Weak<Parts>,
@@ -264,7 +265,7 @@ impl NodeHandle {
         }
     }
 
-    fn parts(&self) -> Result<Arc<Parts>, OpError> {
+    pub(crate) fn parts(&self) -> Result<Arc<Parts>, OpError> {
         self.parts.upgrade().ok_or(OpError::Shutdown)
     }
 

@@ -137,8 +137,10 @@ impl Node {
         self.handle.clone()
     }
 
-    /// Stops the HTTP server, the controller and Raft, and flushes the log.
-    /// Operations on handles after this fail with [`OpError::Shutdown`].
+    /// Stops the HTTP server, the controller (aborting a snapshot build) and
+    /// Raft, and flushes the log. Operations on handles after this fail
+    /// with [`OpError::Shutdown`]; the stores are closed once the calls in
+    /// flight on handles have returned.
     pub async fn shutdown(self) {
         let Node {
             parts,
@@ -150,7 +152,9 @@ impl Node {
             let _ = stop.send(());
             task
         });
-        controller_task.abort();
+        // No snapshot is written once the controller has stopped.
+        parts.controller.stop().await;
+        let _ = controller_task.await;
         if let Err(e) = parts.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -489,23 +489,31 @@ mod server {
         (status, Json(ErrorBody::new(msg))).into_response()
     }
 
+    /// The answer of a node that has shut down.
+    fn gone() -> Response {
+        error(StatusCode::SERVICE_UNAVAILABLE, "the node has shut down")
+    }
+
     pub(super) async fn append(State(node): Node, body: Bytes) -> Response {
+        let Ok(p) = node.parts() else { return gone() };
         match decode(&body) {
-            Ok(req) => reply(&node.internals().raft.append_entries(req).await),
+            Ok(req) => reply(&p.raft.append_entries(req).await),
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
     }
 
     pub(super) async fn vote(State(node): Node, body: Bytes) -> Response {
+        let Ok(p) = node.parts() else { return gone() };
         match decode(&body) {
-            Ok(req) => reply(&node.internals().raft.vote(req).await),
+            Ok(req) => reply(&p.raft.vote(req).await),
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
     }
 
     pub(super) async fn snapshot(State(node): Node, body: Bytes) -> Response {
+        let Ok(p) = node.parts() else { return gone() };
         match decode(&body) {
-            Ok(req) => reply(&node.internals().raft.install_snapshot(req).await),
+            Ok(req) => reply(&p.raft.install_snapshot(req).await),
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
     }
@@ -543,7 +551,8 @@ mod server {
             Ok(m) => m,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed manifest: {e}")),
         };
-        let snaps = node.internals().sm.snapshots().clone();
+        let Ok(p) = node.parts() else { return gone() };
+        let snaps = p.sm.snapshots().clone();
         match snaps.merge_layers(&manifest, req.from as usize).await {
             Ok(segments) => reply(&CatchUpReply {
                 segments: segments

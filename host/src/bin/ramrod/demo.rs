@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ramrod::client::{Client, ClientError, PolicyUpload};
+use ramrod::internals::harness::{ClusterSpec, ProcessCluster};
+use ramrod::{Scope, Status};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "demo-token";
@@ -35,96 +38,21 @@ pub struct DemoArgs {
     keep: bool,
 }
 
-struct Cluster {
-    dir: PathBuf,
-    exe: PathBuf,
-    ports: Vec<u16>,
-    children: BTreeMap<u64, Child>,
-}
-
-impl Cluster {
-    fn url(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.ports[id as usize - 1])
-    }
-
-    fn spawn(&mut self, id: u64) -> Result<()> {
-        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log")))?;
-        let child = Command::new(&self.exe)
-            .arg("serve")
-            .arg("--config")
-            .arg(self.dir.join(format!("node-{id}.toml")))
-            .env("RUST_LOG", "warn,ramrod::controller=info")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting node {id}"))?;
-        self.children.insert(id, child);
-        Ok(())
-    }
-
-    fn kill9(&mut self, id: u64) {
-        if let Some(mut c) = self.children.remove(&id) {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.children) {
-            // SIGTERM for a clean stop, SIGKILL if it hangs.
-            // SAFETY: plain libc call on a child pid we own.
-            #[expect(unsafe_code, reason = "SIGTERM has no safe wrapper in std")]
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()?;
-    Ok(ls
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
-        .collect())
-}
-
-fn write_configs(dir: &Path, ports: &[u16]) -> Result<()> {
-    for id in 1..=NODES {
-        let mut t = format!(
-            "id = {id}\nlisten = \"127.0.0.1:{}\"\ndata-dir = \"node-{id}\"\ntoken = \"{TOKEN}\"\n\n",
-            ports[id as usize - 1]
-        );
-        for p in (1..=NODES).filter(|&p| p != id) {
-            t += &format!(
-                "[[peers]]\nid = {p}\naddr = \"127.0.0.1:{}\"\n\n",
-                ports[p as usize - 1]
-            );
-        }
+fn spec() -> ClusterSpec {
+    ClusterSpec {
+        nodes: NODES,
+        token: TOKEN.into(),
         // Thresholds sized for a one-minute demo; production defaults are
         // far larger (see `ramrod policy check adaptive`).
-        t += "[raft]\nheartbeat-ms = 100\nelection-min-ms = 600\nelection-max-ms = 1200\n\n\
-              [policy]\nname = \"adaptive\"\n\
+        extra_toml: "[policy]\nname = \"adaptive\"\n\
               config = { max_entries = 4000, max_bytes = 4194304, keep_entries = 1000, \
               max_age_ms = 8000, max_chain_length = 6, lag_budget_entries = 5000, \
-              retain_snapshots = 3, min_check_ms = 100, max_check_ms = 1000 }\n";
-        std::fs::write(dir.join(format!("node-{id}.toml")), t)?;
+              retain_snapshots = 3, min_check_ms = 100, max_check_ms = 1000 }\n"
+            .into(),
+        raft_ms: (100, 600, 1200),
+        rust_log: "warn,ramrod::controller=info".into(),
+        log_files: true,
     }
-    Ok(())
 }
 
 /// Runs the demo.
@@ -143,20 +71,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ports = free_ports(NODES as usize)?;
-    write_configs(&dir, &ports)?;
-    let mut cluster = Cluster {
-        dir: dir.clone(),
-        exe: std::env::current_exe()?,
-        ports,
-        children: BTreeMap::new(),
-    };
+    let mut cluster = ProcessCluster::new(&std::env::current_exe()?, &dir, spec())
+        .context("setting up the cluster")?;
     println!(
         "ramrod demo: 3 nodes on loopback, data in {}",
         dir.display()
     );
     for id in 1..=NODES {
-        cluster.spawn(id)?;
+        cluster
+            .start(id)
+            .with_context(|| format!("starting node {id}"))?;
         println!("  node {id}: {} (log: node-{id}.log)", cluster.url(id));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -201,15 +125,11 @@ fn microvm(ns: usize, n: u64, generation: u64, state: &str) -> Value {
 /// last acknowledged value of each key (`None`: deleted) and latencies (µs).
 async fn writer(
     ns: usize,
-    urls: Vec<String>,
-    leader: Arc<std::sync::Mutex<String>>,
+    nodes: Vec<Client>,
+    leader: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     totals: Arc<Totals>,
 ) -> (BTreeMap<String, Option<String>>, Vec<u32>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("an HTTP client");
     let mut model = BTreeMap::new();
     let mut lat = Vec::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ns as u64;
@@ -249,32 +169,28 @@ async fn writer(
             }
         };
         let t = Instant::now();
-        let mut attempt = 0;
         loop {
-            let base = leader.lock().map(|l| l.clone()).unwrap_or_default();
-            let req = match &value {
-                Some(v) => http.put(format!("{base}/kv/{key}")).body(v.clone()),
-                None => http.delete(format!("{base}/kv/{key}")),
+            // The node the leader was last seen on; the client follows a
+            // 421 from there if the leader moved.
+            let at = leader.load(Ordering::Relaxed) as usize % nodes.len();
+            let node = &nodes[at];
+            let done = match &value {
+                Some(v) => node.put(&key, v.clone()).await,
+                None => node.delete(&key).await,
             };
-            match req.send().await {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) if r.status() == reqwest::StatusCode::MISDIRECTED_REQUEST => {
-                    let v: Value = serde_json::from_str(&r.text().await.unwrap_or_default())
-                        .unwrap_or_default();
-                    if let Some(addr) = v["leader_addr"].as_str()
-                        && let Ok(mut l) = leader.lock()
-                    {
-                        *l = format!("http://{addr}");
-                    } else {
-                        // No leader yet (an election): wait a little.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                _ => {
-                    // Try another node; it points at the leader.
-                    attempt += 1;
-                    if let Ok(mut l) = leader.lock() {
-                        *l = urls[attempt % urls.len()].clone();
+            match done {
+                Ok(_) => break,
+                Err(e) => {
+                    // No leader yet (an election), or that node is down: try
+                    // the next one a little later; it points at the leader.
+                    if !matches!(
+                        e,
+                        ClientError::NotLeader {
+                            leader: Some(_),
+                            ..
+                        }
+                    ) {
+                        leader.store(at as u64 + 1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -288,64 +204,44 @@ async fn writer(
     (model, lat)
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let r = http.get(url).bearer_auth(TOKEN).send().await.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    serde_json::from_str(&r.text().await.ok()?).ok()
-}
-
-fn mb(v: &Value) -> f64 {
-    v.as_u64().unwrap_or(0) as f64 / 1e6
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
 }
 
 /// One status line per node.
-fn node_cell(id: u64, s: &Option<Value>) -> String {
+fn node_cell(id: u64, s: &Option<Status>) -> String {
     match s {
         None => format!("n{id} down"),
         Some(s) => format!(
             "n{id} {} log {:>6} e {:>5.1} MB snaps {}f+{}i purged {:>6}",
-            if s["role"] == "Leader" { "L" } else { "F" },
-            s["log"]["entries"],
-            mb(&s["log"]["bytes"]),
-            s["snapshots"]["full"],
-            s["snapshots"]["incremental"],
-            s["controller"]["purged_entries"],
+            if s.is_leader() { "L" } else { "F" },
+            s.log.entries,
+            mb(s.log.bytes),
+            s.snapshots.full,
+            s.snapshots.incremental,
+            s.controller.purged_entries,
         ),
     }
 }
 
-async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let urls: Vec<String> = (1..=NODES).map(|i| cluster.url(i)).collect();
-    // Wait for a leader.
-    let t0 = Instant::now();
-    let leader_id = loop {
-        if t0.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "no leader after 30 s; see the node logs in {}",
-                cluster.dir.display()
-            );
-        }
-        if let Some(s) = get_json(&http, &format!("{}/admin/status", urls[0])).await
-            && let Some(l) = s["leader"].as_u64()
-        {
-            break l;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+async fn demo(cluster: &mut ProcessCluster, seconds: u64) -> Result<ExitCode> {
+    let nodes: Vec<Client> = (1..=NODES).map(|i| cluster.client(i)).collect();
+    let Some(leader_id) = cluster.leader(Duration::from_secs(30)).await else {
+        bail!(
+            "no leader after 30 s; see the node logs in {}",
+            cluster.dir().display()
+        );
     };
     println!("node {leader_id} leads; writing microVM specs for {seconds} s ({WRITERS} writers)\n");
-    let leader = Arc::new(std::sync::Mutex::new(cluster.url(leader_id)));
+    // The leader as an index into `nodes`.
+    let leader = Arc::new(AtomicU64::new(leader_id - 1));
     let stop = Arc::new(AtomicBool::new(false));
     let totals = Arc::new(Totals::default());
     let writers: Vec<_> = (0..WRITERS)
         .map(|ns| {
             tokio::spawn(writer(
                 ns,
-                urls.clone(),
+                nodes.clone(),
                 leader.clone(),
                 stop.clone(),
                 totals.clone(),
@@ -368,15 +264,12 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         let t = start.elapsed().as_secs();
         let acked = totals.acked.load(Ordering::Relaxed);
         let mut cells = Vec::new();
-        let mut statuses = Vec::new();
         for id in 1..=NODES {
-            let s = if cluster.children.contains_key(&id) {
-                get_json(&http, &format!("{}/admin/status", cluster.url(id))).await
-            } else {
-                None
-            };
+            let s = cluster.status(id).await;
+            if s.as_ref().is_some_and(Status::is_leader) {
+                leader.store(id - 1, Ordering::Relaxed);
+            }
             cells.push(node_cell(id, &s));
-            statuses.push(s);
         }
         println!(
             "{t:>3}s {acked:>7} writes {:>5}/s | {}",
@@ -385,12 +278,8 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         );
         last_acked = acked;
         // The leader's latest decisions that did something.
-        let lead = leader.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Some(Value::Array(ds)) =
-            get_json(&http, &format!("{lead}/admin/decisions?limit=20")).await
-        {
-            let ds: Vec<ramrod::AuditEntry> =
-                serde_json::from_value(Value::Array(ds)).unwrap_or_default();
+        let lead = &nodes[leader.load(Ordering::Relaxed) as usize % nodes.len()];
+        if let Ok(ds) = lead.decisions(20).await {
             for d in ds {
                 if last_seq.is_some_and(|l| d.seq <= l) {
                     continue;
@@ -410,35 +299,26 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         }
         if !swapped && t >= swap_at {
             swapped = true;
-            let r = http
-                .put(format!(
-                    "{lead}/admin/policy?cluster=true&builtin=bytes-or-age&config=max_bytes%3D2097152%0Amax_age_ms%3D5000%0Akeep_entries%3D1000%0Akind%3D%22incremental%22%0Acheck_ms%3D250"
-                ))
-                .bearer_auth(TOKEN)
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status().is_success() => {
-                    let v: Value = serde_json::from_str(&r.text().await?)?;
-                    let hash = v["hash"].as_str().unwrap_or("");
-                    println!(
-                        "  >>> hot swap: rolled out bytes-or-age ({}) through the Raft log at index {}; every node switches there",
-                        hash.get(..12).unwrap_or(hash),
-                        v["index"]
-                    );
-                }
-                Ok(r) => println!("  >>> hot swap refused: {}", r.text().await?),
-                Err(e) => println!("  >>> hot swap failed: {e}"),
+            let config = "max_bytes = 2097152\nmax_age_ms = 5000\nkeep_entries = 1000\n\
+                          kind = \"incremental\"\ncheck_ms = 250";
+            let upload = PolicyUpload::Builtin("bytes-or-age".into());
+            match lead.swap_policy(upload, config, Scope::Cluster).await {
+                Ok(s) => println!(
+                    "  >>> hot swap: rolled out bytes-or-age ({}) through the Raft log at index {}; every node switches there",
+                    s.hash.get(..12).unwrap_or(&s.hash),
+                    s.index.map_or_else(|| "?".into(), |i| i.to_string())
+                ),
+                Err(e) => println!("  >>> hot swap refused: {e}"),
             }
         }
         if !killed && t >= kill_at {
             killed = true;
-            cluster.kill9(victim);
+            cluster.kill(victim);
             println!("  >>> kill -9 node {victim} (a follower); writes go on");
         }
         if killed && !restarted && t >= restart_at {
             restarted = true;
-            cluster.spawn(victim)?;
+            cluster.start(victim)?;
             println!("  >>> restarting node {victim}");
         }
     }
@@ -452,13 +332,13 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     if !restarted {
-        cluster.spawn(victim)?;
+        cluster.start(victim)?;
     }
 
     // Recovery of the restarted node.
     let t = Instant::now();
-    let recovery = loop {
-        if let Some(s) = get_json(&http, &format!("{}/admin/status", cluster.url(victim))).await {
+    let back = loop {
+        if let Some(s) = cluster.status(victim).await {
             break s;
         }
         if t.elapsed() > Duration::from_secs(30) {
@@ -466,22 +346,22 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let r = &recovery["recovery"];
-    if r["snapshot_index"].is_null() {
-        println!(
+    let r = &back.recovery;
+    let opt = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+    match r.snapshot_index {
+        None => println!(
             "\nnode {victim} recovered: no snapshot yet, replayed its log to index {}; ready in {} ms",
-            r["applied_at_ready"], r["ready_ms"]
-        );
-    } else {
-        println!(
-            "\nnode {victim} recovered: snapshot chain of {} layers at index {} ({:.1} MB verified in {} ms), log tail replayed to index {}; ready in {} ms",
-            r["layers"],
-            r["snapshot_index"],
-            mb(&r["bytes_read"]),
-            r["restore_ms"],
-            r["applied_at_ready"],
-            r["ready_ms"]
-        );
+            opt(r.applied_at_ready),
+            r.ready_ms
+        ),
+        Some(index) => println!(
+            "\nnode {victim} recovered: snapshot chain of {} layers at index {index} ({:.1} MB verified in {} ms), log tail replayed to index {}; ready in {} ms",
+            r.layers,
+            mb(r.bytes_read),
+            r.restore_ms,
+            opt(r.applied_at_ready),
+            r.ready_ms
+        ),
     }
 
     // Wait until every node applied the same state.
@@ -491,14 +371,11 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
     let finals = loop {
         let mut all = Vec::new();
         for id in 1..=NODES {
-            all.push(get_json(&http, &format!("{}/admin/status", cluster.url(id))).await);
+            all.push(cluster.status(id).await);
         }
-        let hashes: Vec<Option<String>> = all
+        let hashes: Vec<Option<&str>> = all
             .iter()
-            .map(|s| {
-                s.as_ref()
-                    .and_then(|s| s["state_hash"].as_str().map(str::to_string))
-            })
+            .map(|s| s.as_ref().map(|s| s.state_hash.as_str()))
             .collect();
         if hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
             break all.into_iter().flatten().collect::<Vec<_>>();
@@ -512,24 +389,17 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
 
     // Every acknowledged write, read back from every node's own state.
     let mut missing = 0usize;
-    for id in 1..=NODES {
+    for (id, node) in (1..=NODES).zip(&nodes) {
         let mut seen = BTreeMap::new();
         for ns in 0..WRITERS {
-            let mut after = String::new();
+            let prefix = format!("microvms/tenant-{ns:02}/");
+            let mut after: Option<String> = None;
             loop {
-                let mut url = reqwest::Url::parse(&format!("{}/kv", cluster.url(id)))?;
-                url.query_pairs_mut()
-                    .append_pair("prefix", &format!("microvms/tenant-{ns:02}/"))
-                    .append_pair("limit", "5000")
-                    .append_pair("local", "true")
-                    .append_pair("after", &after);
-                let r = http.get(url).send().await?;
-                let pairs: Value = serde_json::from_str(&r.text().await?)?;
-                let page = pairs.as_array().cloned().unwrap_or_default();
+                let page = node.list(&prefix, after.as_deref(), 5000, true).await?;
                 for p in &page {
-                    after = p["key"].as_str().unwrap_or("").to_string();
-                    seen.insert(after.clone(), p["value"].as_str().unwrap_or("").to_string());
+                    seen.insert(p.key.clone(), p.value.clone());
                 }
+                after = page.last().map(|p| p.key.clone());
                 if page.len() < 5000 {
                     break;
                 }
@@ -564,27 +434,27 @@ async fn demo(cluster: &mut Cluster, seconds: u64) -> Result<ExitCode> {
         pct(0.99)
     );
     for s in &finals {
-        let p = &s["policy"];
+        let p = &s.policy;
         println!(
             "  node {}  log {} entries ({:.1} MB) | snapshots {} full + {} incremental, {} installed ({:.1} MB fetched) | {} decisions, {} entries purged | policy {} from {} at {}",
-            s["id"],
-            s["log"]["entries"],
-            mb(&s["log"]["bytes"]),
-            s["snapshots"]["full"],
-            s["snapshots"]["incremental"],
-            s["snapshots"]["installed"],
-            mb(&s["snapshots"]["bytes_fetched"]),
-            s["controller"]["decisions"],
-            s["controller"]["purged_entries"],
-            p["name"].as_str().unwrap_or("?"),
-            p["origin"].as_str().unwrap_or("?"),
-            p["index"]
+            s.id,
+            s.log.entries,
+            mb(s.log.bytes),
+            s.snapshots.full,
+            s.snapshots.incremental,
+            s.snapshots.installed,
+            mb(s.snapshots.bytes_fetched),
+            s.controller.decisions,
+            s.controller.purged_entries,
+            p.name,
+            p.origin,
+            opt(p.index)
         );
     }
     if missing == 0 {
         println!(
             "  verified   every acknowledged write is on every node; state hashes equal ({})",
-            finals[0]["state_hash"].as_str().unwrap_or("")
+            finals[0].state_hash
         );
         Ok(ExitCode::SUCCESS)
     } else {

@@ -38,6 +38,11 @@ enum Command {
         /// The node's TOML configuration.
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Serve on the listening socket this process inherited as
+        /// descriptor N (bound by a supervisor, as in socket activation)
+        /// instead of binding `listen`; its address must be `listen`'s.
+        #[arg(long, value_name = "N")]
+        listen_fd: Option<i32>,
     },
     /// Show a node's status (admin API; token from --token or RAMROD_TOKEN).
     Status {
@@ -66,7 +71,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
-        Command::Serve { config } => node_cmd::serve(config),
+        Command::Serve { config, listen_fd } => node_cmd::serve(config, listen_fd),
         Command::Status { node, token, json } => node_cmd::status(node, token, json),
     };
     match result {

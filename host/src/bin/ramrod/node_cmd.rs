@@ -5,16 +5,33 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use ramrod::client::Client;
-use ramrod::{Node, NodeConfig};
+use ramrod::{Listen, NodeBuilder, NodeConfig};
 
 /// Runs a node until Ctrl-C or SIGTERM.
-pub fn serve(config: PathBuf) -> Result<ExitCode> {
+pub fn serve(config: PathBuf, listen_fd: Option<i32>) -> Result<ExitCode> {
     let cfg = NodeConfig::load(&config)?;
+    let mut builder = NodeBuilder::from_config(cfg.clone());
+    if let Some(fd) = listen_fd {
+        // SAFETY: `--listen-fd` hands this process the descriptor to own
+        // (its parent passed it for this purpose); nothing else in the
+        // process uses it.
+        #[expect(unsafe_code, reason = "adopting the inherited listening socket")]
+        let listener = unsafe { ramrod::internals::inherited_listener(fd) }
+            .with_context(|| format!("--listen-fd {fd}"))?;
+        let addr = listener.local_addr()?;
+        anyhow::ensure!(
+            addr == cfg.listen,
+            "--listen-fd {fd} listens on {addr}, but the config says listen = \"{}\"",
+            cfg.listen
+        );
+        builder = builder.listen(Listen::Listener(listener));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let node = Node::start(cfg.clone())
+        let node = builder
+            .start()
             .await
             .with_context(|| format!("starting node {}", cfg.id))?;
         if let Some(addr) = node.addr() {

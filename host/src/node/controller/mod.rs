@@ -241,6 +241,8 @@ enum Msg {
         reply: Reply,
     },
     Check,
+    /// Abort the running build, wait for it, and stop.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Swaps `source`, configured with `config`, into `host` (compile,
@@ -295,6 +297,17 @@ impl ControllerHandle {
             .await
             .map_err(|_| ControllerError::Stopped)?;
         answer.await.map_err(|_| ControllerError::Stopped)?
+    }
+
+    /// Stops the controller: a running build is aborted (a crash at that
+    /// point leaves the old snapshots), and waited for, so nothing writes
+    /// snapshots once this returns. Operators waiting get
+    /// [`ControllerError::Stopped`].
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     /// Asks the controller to decide now.
@@ -375,7 +388,8 @@ pub fn start(parts: Parts) -> (ControllerHandle, JoinHandle<()>) {
 
 /// A snapshot request waiting for the running build.
 struct Pending {
-    kind: SnapshotKind,
+    /// `None`: what the chain calls for when it starts.
+    kind: Option<SnapshotKind>,
     by: String,
     waiters: Vec<Reply>,
 }
@@ -452,6 +466,14 @@ impl Controller {
                         None
                     }
                     Some(Msg::Check) => Some(Trigger::Asked),
+                    Some(Msg::Stop(done)) => {
+                        if let Some(build) = self.building.take() {
+                            build.task.abort();
+                            let _ = build.task.await;
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
                 },
                 changed = metrics.changed() => {
                     if changed.is_err() {
@@ -526,17 +548,16 @@ impl Controller {
 
     fn operator_snapshot(&mut self, kind: Option<SnapshotKind>, reply: Reply) {
         match plan::request(kind, &self.plan_state()) {
-            Action::Queue(kind) => self.queue(kind, OPERATOR, Some(reply)),
-            Action::Build(kind) => {
+            plan::Request::Queue(kind) => self.queue(kind, OPERATOR, Some(reply)),
+            plan::Request::Build(kind) => {
                 self.start_build(kind, OPERATOR.into());
                 self.current.push(reply);
             }
-            other => unreachable!("a snapshot request plans a build, not {other:?}"),
         }
     }
 
     /// Queues a snapshot request behind the running build; requests merge.
-    fn queue(&mut self, kind: SnapshotKind, by: &str, reply: Option<Reply>) {
+    fn queue(&mut self, kind: Option<SnapshotKind>, by: &str, reply: Option<Reply>) {
         Counters::add(&self.shared.counters.queued, 1);
         let p = self.pending.get_or_insert_with(|| Pending {
             kind,
@@ -616,7 +637,8 @@ impl Controller {
             .current_manifest()
             .and_then(|m| m.last_log_id)
             .map_or(0, |l| l.index);
-        let next = plan::after_build(queued, applied, covered, result.is_ok(), &self.plan_state());
+        let built = result.as_ref().ok().map(|m| m.kind);
+        let next = plan::after_build(queued, applied, covered, built, &self.plan_state());
         let Some(p) = pending else {
             return;
         };
@@ -639,7 +661,7 @@ impl Controller {
         let mut refused = None;
         match action {
             Action::Build(kind) => self.start_build(kind, by.to_string()),
-            Action::Queue(kind) => self.queue(kind, by, None),
+            Action::Queue(kind) => self.queue(Some(kind), by, None),
             Action::Purge(upto) => match self.raft.trigger().purge_log(upto).await {
                 Ok(()) => Counters::add(&self.shared.counters.purges, 1),
                 Err(e) => refused = Some(e.to_string()),

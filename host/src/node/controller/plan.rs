@@ -145,30 +145,42 @@ pub fn decision(d: &Decision, deferred: Option<SnapshotKind>, state: &PlanState)
     out
 }
 
-/// The action for an operator's snapshot request of `asked` (`None`: what
-/// the chain calls for): a build now, or queued behind the running one.
-pub fn request(asked: Option<SnapshotKind>, state: &PlanState) -> Action {
-    let (kind, _) = state.kind(asked);
+/// What to do about an operator's snapshot request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Build a snapshot of this kind now.
+    Build(SnapshotKind),
+    /// Queue the request (`None`: the kind the chain calls for once the
+    /// running build has ended).
+    Queue(Option<SnapshotKind>),
+}
+
+/// The plan for an operator's snapshot request of `asked` (`None`: what the
+/// chain calls for): a build now, or queued behind the running one, its
+/// kind chosen when it starts.
+pub fn request(asked: Option<SnapshotKind>, state: &PlanState) -> Request {
     if state.building {
-        Action::Queue(kind)
+        Request::Queue(asked)
     } else {
-        Action::Build(kind)
+        Request::Build(state.kind(asked).0)
     }
 }
 
-/// Merges a queued snapshot request with a new one: full wins.
-pub fn merge(queued: SnapshotKind, new: SnapshotKind) -> SnapshotKind {
+/// Merges a queued snapshot request with a new one: full wins, and a kind
+/// asked for wins over none.
+pub fn merge(queued: Option<SnapshotKind>, new: Option<SnapshotKind>) -> Option<SnapshotKind> {
     match (queued, new) {
-        (SnapshotKind::Incremental, SnapshotKind::Incremental) => SnapshotKind::Incremental,
-        _ => SnapshotKind::Full,
+        (Some(SnapshotKind::Full), _) | (_, Some(SnapshotKind::Full)) => Some(SnapshotKind::Full),
+        (Some(k), _) | (None, Some(k)) => Some(k),
+        (None, None) => None,
     }
 }
 
 /// A queued request, as the planner sees it when a build ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Queued {
-    /// The merged kind asked for.
-    pub kind: SnapshotKind,
+    /// The merged kind asked for (`None`: what the chain calls for).
+    pub kind: Option<SnapshotKind>,
     /// Operators are waiting for its manifest.
     pub waited_for: bool,
 }
@@ -179,8 +191,8 @@ pub enum AfterBuild {
     /// Nothing queued, or only a policy's request with nothing applied since
     /// the build: drop it.
     Drop,
-    /// Nothing was applied since the build that just succeeded: it answers
-    /// the waiting operators.
+    /// Nothing was applied since the build that just succeeded, and it is of
+    /// the kind asked for: it answers the waiting operators.
     AnswerWithLast,
     /// Start the queued build (of this kind, the chain bound applied to the
     /// chain the finished build left).
@@ -188,23 +200,28 @@ pub enum AfterBuild {
 }
 
 /// The rule for a queued request when a build ends: `applied` is the state
-/// machine's applied index, `covered` the newest snapshot's, `built` whether
-/// the build that ended succeeded; `state` describes the chain it left.
+/// machine's applied index, `covered` the newest snapshot's, `built` the
+/// kind of the build that ended if it succeeded; `state` describes the chain
+/// it left.
 pub fn after_build(
     queued: Option<Queued>,
     applied: u64,
     covered: u64,
-    built: bool,
+    built: Option<SnapshotKind>,
     state: &PlanState,
 ) -> AfterBuild {
     let Some(q) = queued else {
         return AfterBuild::Drop;
     };
     let news = applied > covered;
-    if !news && built && q.waited_for {
+    // A full snapshot answers any request; an incremental one only a
+    // request that did not ask for a full one.
+    let answers =
+        built.is_some_and(|b| b == SnapshotKind::Full || q.kind != Some(SnapshotKind::Full));
+    if !news && answers && q.waited_for {
         AfterBuild::AnswerWithLast
     } else if news || q.waited_for {
-        AfterBuild::Build(state.kind(Some(q.kind)).0)
+        AfterBuild::Build(state.kind(q.kind).0)
     } else {
         AfterBuild::Drop
     }
@@ -276,20 +293,25 @@ mod tests {
 
     #[test]
     fn operator_requests_build_now_or_queue() {
-        assert_eq!(request(Some(Full), &state(false, 2)), Action::Build(Full));
-        assert_eq!(request(None, &state(false, 2)), Action::Build(Incremental));
+        assert_eq!(request(Some(Full), &state(false, 2)), Request::Build(Full));
+        assert_eq!(request(None, &state(false, 2)), Request::Build(Incremental));
         assert_eq!(
             request(None, &state(false, 0)),
-            Action::Build(Full),
+            Request::Build(Full),
             "no base"
         );
-        assert_eq!(request(None, &state(true, 2)), Action::Queue(Incremental));
+        // Queued as asked: the kind is chosen when the build starts, on the
+        // chain the running build leaves.
+        assert_eq!(request(None, &state(true, 0)), Request::Queue(None));
+        assert_eq!(
+            request(Some(Incremental), &state(true, 4)),
+            Request::Queue(Some(Incremental))
+        );
         // The chain bound holds for operators too.
         assert_eq!(
             request(Some(Incremental), &state(false, 4)),
-            Action::Build(Full)
+            Request::Build(Full)
         );
-        assert_eq!(request(None, &state(true, 4)), Action::Queue(Full));
     }
 
     #[test]
@@ -321,9 +343,15 @@ mod tests {
 
     #[test]
     fn queued_requests_merge_and_full_wins() {
-        assert_eq!(merge(Incremental, Incremental), Incremental);
-        assert_eq!(merge(Incremental, Full), Full);
-        assert_eq!(merge(Full, Incremental), Full);
+        assert_eq!(
+            merge(Some(Incremental), Some(Incremental)),
+            Some(Incremental)
+        );
+        assert_eq!(merge(Some(Incremental), Some(Full)), Some(Full));
+        assert_eq!(merge(Some(Full), Some(Incremental)), Some(Full));
+        assert_eq!(merge(None, Some(Incremental)), Some(Incremental));
+        assert_eq!(merge(Some(Incremental), None), Some(Incremental));
+        assert_eq!(merge(None, None), None);
     }
 
     #[test]
@@ -331,7 +359,7 @@ mod tests {
         let s = state(false, 2);
         let policy = |kind| {
             Some(Queued {
-                kind,
+                kind: Some(kind),
                 waited_for: false,
             })
         };
@@ -341,28 +369,33 @@ mod tests {
                 waited_for: true,
             })
         };
+        let (full, inc) = (Some(Full), Some(Incremental));
         // (queued, applied, covered, built) -> what happens
         let table = [
-            (None, 100, 90, true, AfterBuild::Drop),
+            (None, 100, 90, full, AfterBuild::Drop),
             // Nothing applied since: a policy's request is dropped...
-            (policy(Full), 90, 90, true, AfterBuild::Drop),
-            // ...an operator gets the build that just finished.
-            (operator(Full), 90, 90, true, AfterBuild::AnswerWithLast),
-            // ...unless it failed: then the operator's build runs.
-            (operator(Full), 90, 90, false, AfterBuild::Build(Full)),
+            (policy(Full), 90, 90, full, AfterBuild::Drop),
+            // ...an operator gets the build that just finished...
+            (operator(full), 90, 90, full, AfterBuild::AnswerWithLast),
+            (operator(None), 90, 90, inc, AfterBuild::AnswerWithLast),
+            // ...unless it failed, or was incremental and a full one was
+            // asked for: then the operator's build runs.
+            (operator(full), 90, 90, None, AfterBuild::Build(Full)),
+            (operator(full), 90, 90, inc, AfterBuild::Build(Full)),
             // Something new: the queued build runs.
             (
                 policy(Incremental),
                 100,
                 90,
-                true,
+                full,
                 AfterBuild::Build(Incremental),
             ),
+            (operator(inc), 100, 90, None, AfterBuild::Build(Incremental)),
             (
-                operator(Incremental),
+                operator(None),
                 100,
                 90,
-                false,
+                full,
                 AfterBuild::Build(Incremental),
             ),
         ];
@@ -370,12 +403,12 @@ mod tests {
             assert_eq!(
                 after_build(q, applied, covered, built, &s),
                 expect,
-                "{q:?} {applied} {covered} {built}"
+                "{q:?} {applied} {covered} {built:?}"
             );
         }
         // The chain the finished build left decides the kind.
         assert_eq!(
-            after_build(policy(Incremental), 100, 90, true, &state(false, 4)),
+            after_build(policy(Incremental), 100, 90, full, &state(false, 4)),
             AfterBuild::Build(Full)
         );
     }

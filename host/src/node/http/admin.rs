@@ -31,12 +31,16 @@ pub(super) async fn snapshot(State(node): Node, Query(q): Query<SnapshotQuery>) 
 }
 
 pub(super) async fn metrics(State(node): Node) -> Response {
+    let parts = match node.parts() {
+        Ok(p) => p,
+        Err(e) => return op_error(e),
+    };
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::node::metrics::render(&node.internals()),
+        crate::node::metrics::render(&parts),
     )
         .into_response()
 }
@@ -46,7 +50,10 @@ pub(super) async fn decisions(State(node): Node, Query(q): Query<DecisionsQuery>
     if limit > AUDIT_CAPACITY {
         return bad_request(format!("limit must be at most {AUDIT_CAPACITY}"));
     }
-    Json(node.internals().controller.shared().audit(limit)).into_response()
+    match node.parts() {
+        Ok(p) => Json(p.controller.shared().audit(limit)).into_response(),
+        Err(e) => op_error(e),
+    }
 }
 
 pub(super) async fn policy(State(node): Node) -> Response {

@@ -1,0 +1,404 @@
+//! Local clusters of `ramrod serve` processes on loopback, for the demo and
+//! the tests that run nodes as a user would: the one process harness.
+//!
+//! The harness binds every node's listening socket itself ([`HeldSocket`])
+//! and hands it to the node's process (`ramrod serve --listen-fd 3`), and
+//! keeps it while the node is down: no port is ever chosen, released and
+//! bound again, so no other process can take it, and a restarted node has
+//! the same address. While a node is down, the harness accepts and closes
+//! every connection to it, so clients fail at once, as on a closed port.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::client::{Client, ClientError};
+use crate::{NodeId, Status, Written};
+
+/// The descriptor a node's process finds its listener on.
+const LISTEN_FD: i32 = 3;
+
+/// A loopback listening socket held for a node across its restarts. While
+/// it is parked (the node is down), a thread accepts and closes every
+/// connection, so a client fails at once, as it would on a closed port,
+/// and no other process can take the port.
+#[derive(Debug)]
+pub struct HeldSocket {
+    listener: TcpListener,
+    refuser: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl HeldSocket {
+    /// Binds `127.0.0.1` on a port the system picks; parked.
+    ///
+    /// # Errors
+    /// If no socket can be bound.
+    pub fn bind_loopback() -> io::Result<HeldSocket> {
+        let mut s = HeldSocket {
+            listener: TcpListener::bind("127.0.0.1:0")?,
+            refuser: None,
+        };
+        s.park()?;
+        Ok(s)
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The node is down: refuse connections until [`hand_out`](Self::hand_out).
+    ///
+    /// # Errors
+    /// If the socket cannot be duplicated for the refusing thread.
+    pub fn park(&mut self) -> io::Result<()> {
+        if self.refuser.is_some() {
+            return Ok(());
+        }
+        let l = self.listener.try_clone()?;
+        l.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        self.refuser = Some((stop, thread));
+        Ok(())
+    }
+
+    fn unpark(&mut self) {
+        if let Some((stop, thread)) = self.refuser.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops refusing and returns a copy of the listener for the node.
+    ///
+    /// # Errors
+    /// If the socket cannot be duplicated.
+    pub fn hand_out(&mut self) -> io::Result<TcpListener> {
+        self.unpark();
+        self.listener.try_clone()
+    }
+
+    /// Stops refusing, for a process to inherit the listener.
+    fn for_child(&mut self) -> &TcpListener {
+        self.unpark();
+        &self.listener
+    }
+}
+
+impl Drop for HeldSocket {
+    fn drop(&mut self) {
+        self.unpark();
+    }
+}
+
+/// How to set up a [`ProcessCluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Nodes (ids `1..=nodes`).
+    pub nodes: u64,
+    /// The admin token every node gets.
+    pub token: String,
+    /// TOML appended to every node's config (after `[[peers]]`; tables
+    /// only, such as `[policy]` or `[snapshots]`).
+    pub extra_toml: String,
+    /// Raft timing: heartbeat, election min and max (ms).
+    pub raft_ms: (u64, u64, u64),
+    /// `RUST_LOG` of the node processes.
+    pub rust_log: String,
+    /// Write each node's output to `DIR/node-{id}.log` (else discard it).
+    pub log_files: bool,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 3,
+            token: "process-cluster-token".into(),
+            extra_toml: String::new(),
+            raft_ms: (50, 300, 600),
+            rust_log: "off".into(),
+            log_files: false,
+        }
+    }
+}
+
+/// A cluster of `ramrod serve` processes; every process it started is
+/// stopped (SIGTERM, then SIGKILL) when it is dropped.
+#[derive(Debug)]
+pub struct ProcessCluster {
+    exe: PathBuf,
+    dir: PathBuf,
+    spec: ClusterSpec,
+    sockets: Vec<HeldSocket>,
+    children: BTreeMap<NodeId, Child>,
+}
+
+impl ProcessCluster {
+    /// Binds a loopback listener per node and writes each node's config to
+    /// `dir/node-{id}.toml` (data in `dir/node-{id}`); starts nothing.
+    ///
+    /// # Errors
+    /// If a socket cannot be bound or a config not written.
+    pub fn new(exe: &Path, dir: &Path, spec: ClusterSpec) -> io::Result<ProcessCluster> {
+        let sockets = (0..spec.nodes)
+            .map(|_| HeldSocket::bind_loopback())
+            .collect::<io::Result<Vec<_>>>()?;
+        let addrs: Vec<SocketAddr> = sockets.iter().map(HeldSocket::addr).collect();
+        let (hb, emin, emax) = spec.raft_ms;
+        for id in 1..=spec.nodes {
+            let mut t = format!(
+                "id = {id}\nlisten = \"{}\"\ndata-dir = \"node-{id}\"\ntoken = \"{}\"\n\n",
+                addrs[id as usize - 1],
+                spec.token
+            );
+            t += &format!(
+                "[raft]\nheartbeat-ms = {hb}\nelection-min-ms = {emin}\nelection-max-ms = {emax}\n\n"
+            );
+            for p in (1..=spec.nodes).filter(|&p| p != id) {
+                t += &format!(
+                    "[[peers]]\nid = {p}\naddr = \"{}\"\n\n",
+                    addrs[p as usize - 1]
+                );
+            }
+            t += &spec.extra_toml;
+            std::fs::write(dir.join(format!("node-{id}.toml")), t)?;
+        }
+        Ok(ProcessCluster {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            spec,
+            sockets,
+            children: BTreeMap::new(),
+        })
+    }
+
+    /// Starts every node.
+    ///
+    /// # Errors
+    /// If a process cannot be started.
+    pub fn start_all(&mut self) -> io::Result<()> {
+        for id in 1..=self.spec.nodes {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id`'s process (on its listener).
+    ///
+    /// # Errors
+    /// If the process cannot be started (or its log file created).
+    ///
+    /// # Panics
+    /// If `id` is not a node of the cluster.
+    pub fn start(&mut self, id: NodeId) -> io::Result<()> {
+        if let Some(mut old) = self.children.remove(&id) {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.dir.join(format!("node-{id}.toml")))
+            .arg("--listen-fd")
+            .arg(LISTEN_FD.to_string())
+            .env("RUST_LOG", &self.spec.rust_log)
+            .stdin(Stdio::null());
+        if self.spec.log_files {
+            let log = std::fs::File::create(self.dir.join(format!("node-{id}.log")))?;
+            cmd.stdout(log.try_clone()?).stderr(log);
+        } else {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let socket = &mut self.sockets[id as usize - 1];
+        crate::platform::pass_listener(&mut cmd, socket.for_child(), LISTEN_FD);
+        match cmd.spawn() {
+            Ok(child) => {
+                self.children.insert(id, child);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = socket.park();
+                Err(e)
+            }
+        }
+    }
+
+    /// SIGKILL of node `id` (a no-op if it is not running).
+    pub fn kill(&mut self, id: NodeId) {
+        if let Some(mut c) = self.children.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = self.sockets[id as usize - 1].park();
+        }
+    }
+
+    /// Stops node `id`: SIGTERM, then SIGKILL if it has not exited within
+    /// 5 s.
+    pub fn stop(&mut self, id: NodeId) {
+        let Some(mut c) = self.children.remove(&id) else {
+            return;
+        };
+        let mut exited = false;
+        if crate::platform::terminate(c.id()).is_ok() {
+            let t = Instant::now();
+            while !exited && t.elapsed() < Duration::from_secs(5) {
+                exited = matches!(c.try_wait(), Ok(Some(_)));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if !exited {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.sockets[id as usize - 1].park();
+    }
+
+    /// Whether node `id`'s process runs (it was started and not killed).
+    pub fn running(&self, id: NodeId) -> bool {
+        self.children.contains_key(&id)
+    }
+
+    /// The node ids.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + use<> {
+        1..=self.spec.nodes
+    }
+
+    /// Where the cluster keeps its configs, data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The admin token.
+    pub fn token(&self) -> &str {
+        &self.spec.token
+    }
+
+    /// Node `id`'s address.
+    ///
+    /// # Panics
+    /// If `id` is not a node of the cluster.
+    pub fn addr(&self, id: NodeId) -> SocketAddr {
+        self.sockets[id as usize - 1].addr()
+    }
+
+    /// Node `id`'s base URL.
+    pub fn url(&self, id: NodeId) -> String {
+        format!("http://{}", self.addr(id))
+    }
+
+    /// A client of node `id` with the admin token and a 5 s timeout.
+    pub fn client(&self, id: NodeId) -> Client {
+        Client::new(&self.url(id))
+            .expect("a loopback URL is an address")
+            .with_token(&self.spec.token)
+            .with_timeout(Duration::from_secs(5))
+    }
+
+    /// Node `id`'s status, if it runs and answers.
+    pub async fn status(&self, id: NodeId) -> Option<Status> {
+        if !self.running(id) {
+            return None;
+        }
+        self.client(id).status().await.ok()
+    }
+
+    /// The leader among the running nodes, waiting up to `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> Option<NodeId> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for id in self.ids() {
+                if let Some(s) = self.status(id).await
+                    && s.is_leader()
+                {
+                    return Some(id);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Writes `key = value` through any running node (the client follows
+    /// the node to the leader), retrying until acknowledged or `timeout`.
+    ///
+    /// # Errors
+    /// The last error when `timeout` passed first.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<Written, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut target = 0usize;
+        loop {
+            let ids: Vec<NodeId> = self.ids().filter(|&i| self.running(i)).collect();
+            let id = ids.get(target % ids.len().max(1)).copied().unwrap_or(1);
+            match self.client(id).put(key, value).await {
+                Ok(w) => return Ok(w),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    target += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until node `id` has applied `index`; its status then.
+    pub async fn applied(&self, id: NodeId, index: u64, timeout: Duration) -> Option<Status> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.status(id).await
+                && s.last_applied.is_some_and(|a| a >= index)
+            {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    /// SIGTERM to every node, up to 5 s for all of them to exit, then
+    /// SIGKILL to the rest.
+    fn drop(&mut self) {
+        let mut children: Vec<Child> = std::mem::take(&mut self.children).into_values().collect();
+        for c in &children {
+            let _ = crate::platform::terminate(c.id());
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+            if children.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
