@@ -40,7 +40,7 @@ pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener, target
 }
 
 /// Takes the listening TCP socket this process inherited as descriptor
-/// `fd` (see [`pass_listener`]).
+/// `fd` (as the process harness passes it with `pass_listener`).
 ///
 /// # Errors
 /// If `fd` is not an open socket, or not a listening TCP one.

@@ -17,7 +17,7 @@ use super::{Node, NodeError};
 /// Where a node listens for HTTP.
 #[derive(Debug)]
 pub enum Listen {
-    /// Bind this address (port 0: any free port; [`Node::addr`] tells which).
+    /// Bind this address (port 0: any free port; [`NodeHandle::addr`](super::NodeHandle::addr) tells which).
     Addr(SocketAddr),
     /// Serve on a listener the caller bound already (so no other process can
     /// take the port between choosing and binding it).

@@ -4,7 +4,7 @@
 //! - client: [`HttpNetwork`] (openraft's network), [`InFlight`] snapshot
 //!   transfers, [`SentBytes`], and [`LeaderSource`], which fetches snapshot
 //!   segments and merged catch-up layers from the leader;
-//! - server: [`routes`], `/raft/append`, `/raft/vote`, `/raft/snapshot`,
+//! - server: `routes`, `/raft/append`, `/raft/vote`, `/raft/snapshot`,
 //!   `/raft/segment/{name}` and `/raft/catchup`.
 
 use std::collections::BTreeMap;

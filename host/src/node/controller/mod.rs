@@ -2,7 +2,7 @@
 //! snapshot, purge its log or change snapshot retention.
 //!
 //! Three steps, each in its own place:
-//! - **observe** ([`observe`]): the facts, read-only: log store statistics,
+//! - **observe** (`observe`): the facts, read-only: log store statistics,
 //!   the snapshot chain, follower progress and in-flight snapshot transfers,
 //!   free disk space, the time;
 //! - **plan** ([`plan`], pure): the policy host's clamped decision and the

@@ -4,9 +4,9 @@
 //! and encode its result.
 //!
 //! - `/raft/*`: Raft RPCs between members ([`super::raft_rpc`]);
-//! - `/kv...`: the client API ([`kv`]);
+//! - `/kv...`: the client API (`kv`);
 //! - `/admin/*`: status, metrics, decisions, snapshots, policies
-//!   ([`admin`]), behind a bearer token.
+//!   (`admin`), behind a bearer token.
 //!
 //! A write or linearizable read sent to a follower is answered `421
 //! Misdirected Request` with the leader's id and address. Malformed or

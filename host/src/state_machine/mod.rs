@@ -1,0 +1,255 @@
+//! The key-value state machine: an ordered map of bytes to bytes that
+//! remembers which keys changed since the last snapshot, with incremental,
+//! segment-based snapshots.
+//!
+//! Applying never waits for a snapshot: a snapshot writer gets the base map
+//! (an `Arc`, no copy) and, while it holds it, changes go to a small overlay
+//! map (a value, or a tombstone) that reads consult first. When the writer is
+//! done, the overlay is merged into the base in bounded chunks. The writer's
+//! own memory is bounded by a few segments. The state hash (an
+//! order-independent sum of per-pair hashes) is maintained with every change
+//! and recorded in each manifest; a restore that does not reproduce it is
+//! refused.
+//!
+//! Snapshots travel as their manifest: the [`openraft::Snapshot`] openraft
+//! sends holds the manifest bytes, and `install_snapshot` takes the segments
+//! from the store (fetching the missing ones from a configured source
+//! first).
+//!
+//! - `model`: the KV model (base, overlay, hash, changed keys) and how
+//!   commands apply; plain data;
+//! - `snapshots`: build, hand-off to openraft, install, catch-up;
+//! - `adapter`: openraft's `RaftStateMachine` and `RaftSnapshotBuilder`;
+//! - `policy`: the reserved key that holds the cluster's policy.
+
+mod adapter;
+mod model;
+mod policy;
+mod snapshots;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+pub use policy::{AppliedPolicy, POLICY_KEY, is_reserved};
+
+use crate::raft::LogId;
+use crate::snapshot::{
+    self, Manifest, RestoreReport, SegmentSource, SnapshotError, SnapshotStore, Snapshots,
+};
+use model::Inner;
+
+/// Counters about snapshots, for metrics and the controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotStats {
+    /// Full snapshots written.
+    pub full: u64,
+    /// Incremental snapshots written.
+    pub incremental: u64,
+    /// Segment bytes written (new to the store).
+    pub bytes_written: u64,
+    /// Snapshots installed from another node.
+    pub installed: u64,
+    /// Segment bytes fetched from elsewhere while installing.
+    pub bytes_fetched: u64,
+    /// Segment bytes fetched by the last install.
+    pub last_install_fetched: u64,
+    /// Keys changed since the last snapshot.
+    pub dirty_keys: u64,
+}
+
+/// How long a snapshot handed to openraft for sending stays protected from
+/// retention (longer than the default install timeout).
+const SENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Overlay entries merged into the base per lock hold after a snapshot.
+const MERGE_CHUNK: usize = 4_096;
+
+struct Shared {
+    inner: Mutex<Inner>,
+    snapshots: Arc<Snapshots>,
+    /// One snapshot build or install at a time.
+    build: tokio::sync::Mutex<()>,
+    /// Where to fetch segments the store lacks when installing.
+    source: Mutex<Option<Arc<dyn SegmentSource>>>,
+    /// The cluster's policy as last applied (or restored).
+    policy: tokio::sync::watch::Sender<Option<AppliedPolicy>>,
+    /// Snapshots handed to openraft to send to followers, by manifest name,
+    /// with when: retention keeps them while followers may still fetch
+    /// their segments.
+    sending: Mutex<BTreeMap<String, std::time::Instant>>,
+    /// Snapshots to keep (a policy may change it).
+    retain: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStateMachine")
+            .field("group", &self.snapshots.group())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The KV state machine. Cheap to clone; clones share the state.
+#[derive(Clone, Debug)]
+pub struct KvStateMachine {
+    shared: Arc<Shared>,
+}
+
+impl KvStateMachine {
+    /// Opens the state machine on `snapshots`, restoring the newest snapshot
+    /// that verifies (the report lists the newer ones it skipped, and why).
+    ///
+    /// # Errors
+    /// Only if the store cannot be listed.
+    pub async fn open(snapshots: Arc<Snapshots>) -> Result<(Self, RestoreReport), SnapshotError> {
+        let mut report = snapshots.restore_latest().await?;
+        let mut inner = Inner::default();
+        if let Some(mut loaded) = report.loaded.take() {
+            inner = Inner::with_state(std::mem::take(&mut loaded.state), loaded.state_hash);
+            inner.last_applied = loaded.manifest.last_log_id;
+            inner.membership = loaded.manifest.membership.clone();
+            let bytes = loaded.manifest.encode();
+            inner.current = Some((loaded.manifest.clone(), bytes));
+            report.loaded = Some(loaded);
+        }
+        let retain = snapshots.config().retain;
+        let policy = inner.stored_policy();
+        Ok((
+            KvStateMachine {
+                shared: Arc::new(Shared {
+                    inner: Mutex::new(inner),
+                    snapshots,
+                    build: tokio::sync::Mutex::new(()),
+                    source: Mutex::new(None),
+                    policy: tokio::sync::watch::Sender::new(policy),
+                    sending: Mutex::new(BTreeMap::new()),
+                    retain: std::sync::atomic::AtomicUsize::new(retain),
+                }),
+            },
+            report,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshots this state machine writes.
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.shared.snapshots
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Up to `limit` pairs whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(Bytes, Bytes)> {
+        self.scan_prefix_after(prefix, None, limit)
+    }
+
+    /// [`scan_prefix`](Self::scan_prefix) from the first key after `after`
+    /// (for paging).
+    pub fn scan_prefix_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Bytes, Bytes)> {
+        let start = match after {
+            Some(a) if a >= prefix => {
+                let mut k = a.to_vec();
+                k.push(0);
+                Bytes::from(k)
+            }
+            _ => Bytes::copy_from_slice(prefix),
+        };
+        self.lock().scan(&start, |k| k.starts_with(prefix), limit)
+    }
+
+    /// Number of keys (reserved keys not counted).
+    pub fn len(&self) -> usize {
+        self.lock().client_len()
+    }
+
+    /// Bytes of keys and values in the state.
+    pub fn state_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// The cluster's policy as the state holds it (set by the last rollout
+    /// entry applied or restored), if any.
+    pub fn policy(&self) -> Option<AppliedPolicy> {
+        self.shared.policy.borrow().clone()
+    }
+
+    /// Follows the cluster's policy: the receiver sees every change, in
+    /// apply order (a rollout, or a snapshot install or restore).
+    pub fn subscribe_policy(&self) -> tokio::sync::watch::Receiver<Option<AppliedPolicy>> {
+        self.shared.policy.subscribe()
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The state's hash (hex), as recorded in manifests.
+    pub fn state_hash(&self) -> String {
+        snapshot::hash_hex(self.lock().hash)
+    }
+
+    /// The last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.lock().last_applied
+    }
+
+    /// Snapshot counters.
+    pub fn stats(&self) -> SnapshotStats {
+        let inner = self.lock();
+        SnapshotStats {
+            dirty_keys: inner.dirty.len() as u64,
+            ..inner.stats.clone()
+        }
+    }
+
+    /// The last snapshot installed from another node since this state
+    /// machine opened, with the segment bytes its install fetched.
+    pub fn last_install(&self) -> Option<(Manifest, u64)> {
+        self.lock().last_install.clone()
+    }
+
+    /// The newest snapshot's manifest.
+    pub fn current_manifest(&self) -> Option<Manifest> {
+        self.lock().current.as_ref().map(|(m, _)| m.clone())
+    }
+
+    /// Sets how many snapshots to keep.
+    pub fn set_retain(&self, n: usize) {
+        self.shared
+            .retain
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Where to fetch segments this node's store lacks when installing a
+    /// snapshot from another node.
+    pub fn set_segment_source(&self, source: Option<Arc<dyn SegmentSource>>) {
+        *self.shared.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
+    }
+}
+
+/// Opens a state machine whose snapshots go to a local directory.
+///
+/// # Errors
+/// If the directory cannot be created or listed.
+pub async fn open_in_dir(
+    dir: &std::path::Path,
+    group: &str,
+    config: snapshot::SnapshotConfig,
+) -> Result<(KvStateMachine, RestoreReport), SnapshotError> {
+    let store: Arc<dyn SnapshotStore> = Arc::new(snapshot::DirStore::open(dir)?);
+    KvStateMachine::open(Arc::new(Snapshots::new(store, group, config))).await
+}
