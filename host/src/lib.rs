@@ -85,7 +85,8 @@ pub use policy::{
 // The Raft log store.
 pub use log_store::{LogOptions, LogStats, LogStore, LogStoreError};
 
-// Snapshots and their stores.
+// Snapshots and their stores, and the suite every store must pass.
+pub use snapshot::testing::run_suite as snapshot_store_suite;
 pub use snapshot::{
     DirStore, S3Config, S3Store, SnapshotConfig, SnapshotError, SnapshotKind, SnapshotStore,
     StoreError,

@@ -609,3 +609,24 @@ fn merged_deltas_restore_the_same_state() {
         }
     });
 }
+
+/// Both stores keep the `SnapshotStore` contract (the conformance suite):
+/// durable idempotent segments, create-only manifests, NotFound for what is
+/// missing, refused names, idempotent deletes. S3 runs against SeaweedFS.
+#[test]
+fn every_store_passes_the_store_conformance_suite() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        ramrod::snapshot_store_suite(|| {
+            Arc::new(DirStore::open(&root).unwrap()) as Arc<dyn SnapshotStore>
+        })
+        .await;
+        if let Some(cfg) = crate::support::s3_test_config() {
+            ramrod::snapshot_store_suite(|| {
+                Arc::new(S3Store::new(&cfg).unwrap()) as Arc<dyn SnapshotStore>
+            })
+            .await;
+        }
+    });
+}

@@ -21,6 +21,7 @@
 pub mod manifest;
 pub mod segment;
 pub mod store;
+pub mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
