@@ -32,6 +32,7 @@ use crate::snapshot::{S3Config, SnapshotConfig};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("reading {}: {source}", path.display())]

@@ -15,6 +15,7 @@ const HEADER: usize = 5;
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// Shorter than the header.
     #[error("record of {0} bytes is shorter than its 5-byte header")]

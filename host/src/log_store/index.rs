@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{ReadableTable, Table};
 
+use super::WriteError;
 use super::format::Row;
 use super::segment;
 
@@ -83,7 +84,7 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result
 }
 
 /// Reads the bytes of a record: `(segment, offset, len)`.
-pub(crate) type ReadRecord<'a> = dyn Fn(u64, u64, u32) -> Result<Vec<u8>, String> + 'a;
+pub(crate) type ReadRecord<'a> = dyn Fn(u64, u64, u32) -> Result<Vec<u8>, WriteError> + 'a;
 
 /// Removes every indexed entry at or after `index` (keeping the head of a
 /// batch that straddles it) and returns the entry bytes removed.
@@ -91,21 +92,19 @@ pub(crate) fn remove_from(
     table: &mut Table<'_, u64, Row>,
     index: u64,
     read: &ReadRecord<'_>,
-) -> Result<u64, String> {
+) -> Result<u64, WriteError> {
+    let db = |e: redb::StorageError| WriteError::db("truncating the index")(e.into());
     let mut removed = 0u64;
-    for item in table
-        .extract_from_if(index.., |_, _| true)
-        .map_err(|e| e.to_string())?
-    {
-        let (_, v) = item.map_err(|e| e.to_string())?;
+    for item in table.extract_from_if(index.., |_, _| true).map_err(db)? {
+        let (_, v) = item.map_err(db)?;
         removed += u64::from(v.value().bytes);
     }
     let straddling = table
         .range(..index)
-        .map_err(|e| e.to_string())?
+        .map_err(db)?
         .next_back()
         .transpose()
-        .map_err(|e| e.to_string())?
+        .map_err(db)?
         .map(|(k, v)| (k.value(), v.value()));
     if let Some((key, row)) = straddling
         && row.last(key) >= index
@@ -118,7 +117,7 @@ pub(crate) fn remove_from(
             bytes: kept as u32,
             ..row
         };
-        table.insert(key, row).map_err(|e| e.to_string())?;
+        table.insert(key, row).map_err(db)?;
     }
     Ok(removed)
 }
@@ -131,31 +130,37 @@ pub(crate) fn trim_head(
     row: Row,
     new_key: u64,
     read: &ReadRecord<'_>,
-) -> Result<u64, String> {
+) -> Result<u64, WriteError> {
+    let db = |e: redb::StorageError| WriteError::db("trimming the index")(e.into());
     let drop = (new_key - key) as u32;
     let gone = entry_bytes(&row, row.skip, drop, read)?;
-    table.remove(key).map_err(|e| e.to_string())?;
+    table.remove(key).map_err(db)?;
     let row = Row {
         skip: row.skip + drop,
         count: row.count - drop,
         bytes: row.bytes - gone as u32,
         ..row
     };
-    table.insert(new_key, row).map_err(|e| e.to_string())?;
+    table.insert(new_key, row).map_err(db)?;
     Ok(gone)
 }
 
 /// Bytes of the entry records `from..from + n` of a row's record.
-fn entry_bytes(row: &Row, from: u32, n: u32, read: &ReadRecord<'_>) -> Result<u64, String> {
+fn entry_bytes(row: &Row, from: u32, n: u32, read: &ReadRecord<'_>) -> Result<u64, WriteError> {
+    let bad = |reason: String| WriteError::Record {
+        segment: row.segment,
+        offset: row.offset,
+        reason,
+    };
     let raw = read(row.segment, row.offset, row.len)?;
-    let record = segment::parse(&raw)
-        .map_err(|e| format!("segment {} at offset {}: {e}", row.segment, row.offset))?;
+    let record = segment::parse(&raw).map_err(|e| bad(e.to_string()))?;
     let (from, n) = (from as usize, n as usize);
     if record.count() < from + n {
-        return Err(format!(
-            "segment {} at offset {}: too few entries",
-            row.segment, row.offset
-        ));
+        return Err(bad(format!(
+            "{} entries, the index expects at least {}",
+            record.count(),
+            from + n
+        )));
     }
     Ok(record.entry_bytes(from..from + n))
 }

@@ -35,6 +35,7 @@
 //!   resumes the deletion), so a crash never leaves a stale purge point or a
 //!   hole above it.
 
+mod error;
 mod facts;
 mod format;
 mod index;
@@ -55,6 +56,7 @@ use openraft::{AnyError, StorageIOError};
 use redb::Database;
 use serde::de::DeserializeOwned;
 
+pub use error::{LogStoreError, WriteError};
 pub use facts::LogStats;
 
 use crate::record::RecordError;
@@ -106,63 +108,6 @@ impl Default for LogOptions {
     }
 }
 
-/// Why the log store could not be opened or used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogStoreError {
-    /// The data directory does not exist.
-    #[error("data directory {} does not exist", .0.display())]
-    MissingDir(PathBuf),
-    /// redb could not open the file (damaged, locked, not a database).
-    #[error("opening log store at {}: {reason}", path.display())]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What redb said.
-        reason: String,
-    },
-    /// The file is a database, but not a ramrod log store.
-    #[error("{} is not a ramrod log store: {reason}", path.display())]
-    Foreign {
-        /// The database file.
-        path: PathBuf,
-        /// What was found.
-        reason: String,
-    },
-    /// A stored record is damaged.
-    #[error("log store at {}: {what} is damaged: {source}", path.display())]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// Which record.
-        what: String,
-        /// How.
-        source: RecordError,
-    },
-    /// A redb operation failed.
-    #[error("log store at {}: {reason}", path.display())]
-    Db {
-        /// The database file.
-        path: PathBuf,
-        /// What redb said.
-        reason: String,
-    },
-    /// A segment file is damaged or cannot be read.
-    #[error("log segment {}: {what}", path.display())]
-    Segment {
-        /// The segment file.
-        path: PathBuf,
-        /// What is wrong, and where.
-        what: String,
-    },
-    /// The options are out of range.
-    #[error("log store options: {0}")]
-    Options(String),
-    /// The writer thread is gone (the store is shutting down or failed).
-    #[error("log store at {}: the writer thread has stopped", .0.display())]
-    Stopped(PathBuf),
-}
-
 /// A redb-backed Raft log store. Cheap to clone; clones share the database.
 #[derive(Clone, Debug)]
 pub struct LogStore {
@@ -206,9 +151,9 @@ impl Drop for Shared {
 }
 
 fn db_err(path: &Path) -> impl Fn(redb::Error) -> LogStoreError + '_ {
-    move |e| LogStoreError::Db {
+    move |source| LogStoreError::Db {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     }
 }
 
@@ -271,9 +216,9 @@ impl LogStore {
         let result = rx
             .await
             .map_err(|_| LogStoreError::Stopped(self.shared.path.clone()))?;
-        result.map_err(|reason| LogStoreError::Db {
+        result.map_err(|source| LogStoreError::Write {
             path: self.shared.path.clone(),
-            reason,
+            source,
         })
     }
 
@@ -438,7 +383,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add(Instant::now(), n, bytes);
-        let done = Box::new(move |r: Result<(), String>| {
+        let done = Box::new(move |r: Result<(), Arc<WriteError>>| {
             callback.log_io_completed(r.map_err(std::io::Error::other))
         });
         self.send(Op::Append { batch, done }).map_err(io_err)

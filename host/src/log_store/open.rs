@@ -146,9 +146,13 @@ impl LogStore {
         let handle = std::thread::Builder::new()
             .name("ramrod-log-writer".into())
             .spawn(move || w.run())
-            .map_err(|e| LogStoreError::Db {
+            .map_err(|source| LogStoreError::Write {
                 path: path.clone(),
-                reason: format!("starting the writer: {e}"),
+                source: Arc::new(WriteError::Io {
+                    path: path.clone(),
+                    op: "starting the writer thread for",
+                    source,
+                }),
             })?;
         let store = LogStore {
             shared: Arc::new(Shared {
@@ -300,7 +304,7 @@ fn recover(
             let read = |s: u64, o: u64, l: u32| {
                 files
                     .read_at(s, o, l)
-                    .map_err(|e| format!("reading segment {s}: {e}"))
+                    .map_err(WriteError::io("reading", files.path(s)))
             };
             let end = segment::scan(&seg_path, from, |offset, rec| {
                 found = true;
@@ -327,7 +331,8 @@ fn recover(
                     ));
                 }
                 if last.is_some_and(|l| first <= l) {
-                    let removed = index::remove_from(&mut table, first, &read)?;
+                    let removed =
+                        index::remove_from(&mut table, first, &read).map_err(|e| e.to_string())?;
                     bytes = bytes.saturating_sub(removed);
                 }
                 let entry_bytes = rec.entry_bytes(0..rec.count());

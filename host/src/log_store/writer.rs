@@ -26,6 +26,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
+use super::WriteError;
 use super::facts::{Counters, NONE};
 use super::format::{self, INDEX, KEY_BYTES, KEY_CHECKPOINT, KEY_PURGED, META, SEGMENTS};
 use super::index::{self, Files};
@@ -41,9 +42,9 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Idle time after which un-checkpointed index changes are made durable.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
-pub(crate) type Reply = oneshot::Sender<Result<(), String>>;
+pub(crate) type Reply = oneshot::Sender<Result<(), Arc<WriteError>>>;
 /// Runs once an append is durable (or failed).
-pub(crate) type Callback = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub(crate) type Callback = Box<dyn FnOnce(Result<(), Arc<WriteError>>) + Send>;
 /// Batches not yet in the index, by first index, with how many of their
 /// entries are still in the log (a truncate may cut a batch).
 pub(crate) type Pending = RwLock<BTreeMap<u64, (Arc<Batch>, u32)>>;
@@ -116,7 +117,7 @@ pub(crate) struct Writer {
     /// segments table.
     pub(crate) rolled: Vec<(u64, u64)>,
     /// Set after an I/O failure: nothing is written any more.
-    pub(crate) failed: Option<String>,
+    pub(crate) failed: Option<Arc<WriteError>>,
 }
 
 #[derive(Default)]
@@ -189,7 +190,7 @@ impl Writer {
                 }
                 Err(f.clone())
             }
-            None => self.apply(ops, force_durable, &mut done),
+            None => self.apply(ops, force_durable, &mut done).map_err(Arc::new),
         };
         self.counters
             .purging
@@ -229,10 +230,13 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, ops: Vec<Op>, force_durable: bool, done: &mut Done) -> Result<(), String> {
-        fn err(what: &str) -> impl Fn(redb::Error) -> String + '_ {
-            move |e| format!("{what}: {e}")
-        }
+    fn apply(
+        &mut self,
+        ops: Vec<Op>,
+        force_durable: bool,
+        done: &mut Done,
+    ) -> Result<(), WriteError> {
+        let err = WriteError::db;
         // Phase 1, no database work: encode the group's batches into one
         // buffer, write it, sync it, and tell the appenders.
         let mut need_durable = force_durable;
@@ -254,7 +258,10 @@ impl Writer {
             segment::put(
                 &mut buf,
                 &batch,
-                u32::try_from(group_start).map_err(|e| e.to_string())?,
+                u32::try_from(group_start).map_err(|_| WriteError::TooLarge {
+                    what: "group offset",
+                    value: group_start,
+                })?,
             );
             let last = batch.first_index() + batch.count() as u64 - 1;
             if self.active_last == NONE || self.active_last < last {
@@ -263,11 +270,16 @@ impl Writer {
             let row = format::Row {
                 segment: self.active.seq,
                 offset,
-                len: u32::try_from(size).map_err(|_| "batch over 4 GiB".to_string())?,
+                len: u32::try_from(size).map_err(|_| WriteError::TooLarge {
+                    what: "batch",
+                    value: size,
+                })?,
                 skip: 0,
                 count: batch.count() as u32,
-                bytes: u32::try_from(batch.entry_bytes())
-                    .map_err(|_| "batch over 4 GiB".to_string())?,
+                bytes: u32::try_from(batch.entry_bytes()).map_err(|_| WriteError::TooLarge {
+                    what: "batch entries",
+                    value: batch.entry_bytes(),
+                })?,
             };
             actions.push(Action::Index(batch, row));
             done.callbacks.push(cb);
@@ -369,7 +381,7 @@ impl Writer {
         } else {
             Durability::None
         })
-        .map_err(|e| format!("setting durability: {e}"))?;
+        .map_err(|e| err("setting durability")(e.into()))?;
         txn.commit().map_err(|e| err("commit")(e.into()))?;
         if durable {
             self.since_durable = 0;
@@ -402,10 +414,10 @@ impl Writer {
     }
 
     /// Reads a record of a written segment.
-    fn read_record(&self, seq: u64, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+    fn read_record(&self, seq: u64, offset: u64, len: u32) -> Result<Vec<u8>, WriteError> {
         self.files
             .read_at(seq, offset, len)
-            .map_err(|e| format!("reading {}: {e}", self.files.path(seq).display()))
+            .map_err(WriteError::io("reading", self.files.path(seq)))
     }
 
     /// Removes entries from `index` on.
@@ -413,7 +425,7 @@ impl Writer {
         &self,
         table: &mut redb::Table<'_, u64, format::Row>,
         index: u64,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, WriteError> {
         index::remove_from(table, index, &|s, o, l| self.read_record(s, o, l))
     }
 
@@ -425,8 +437,8 @@ impl Writer {
         table: &mut redb::Table<'_, u64, format::Row>,
         target: u64,
         doomed: &mut Vec<u64>,
-    ) -> Result<u64, String> {
-        let e = |e: redb::StorageError| format!("purging: {e}");
+    ) -> Result<u64, WriteError> {
+        let e = |e: redb::StorageError| WriteError::db("purging")(e.into());
         let mut rows = Vec::new();
         let mut straddling = None;
         let mut more = false;
@@ -466,18 +478,18 @@ impl Writer {
     }
 
     /// Writes `buf` at the end of the active segment and makes it durable.
-    fn write_out(&mut self, buf: &mut Vec<u8>) -> Result<(), String> {
+    fn write_out(&mut self, buf: &mut Vec<u8>) -> Result<(), WriteError> {
         if buf.is_empty() {
             return Ok(());
         }
-        let path = || self.files.path(self.active.seq).display().to_string();
+        let path = || self.files.path(self.active.seq);
         write_all_at(&self.active.file, buf, self.active.pos)
-            .map_err(|e| format!("writing {}: {e}", path()))?;
+            .map_err(WriteError::io("writing", path()))?;
         if self.durable {
             self.active
                 .file
                 .sync_data()
-                .map_err(|e| format!("syncing {}: {e}", path()))?;
+                .map_err(WriteError::io("syncing", path()))?;
         }
         self.active.pos += buf.len() as u64;
         buf.clear();
@@ -485,7 +497,7 @@ impl Writer {
     }
 
     /// Moves to the next segment, big enough for a record of `size` bytes.
-    fn roll(&mut self, size: u64) -> Result<(), String> {
+    fn roll(&mut self, size: u64) -> Result<(), WriteError> {
         let seq = self.active.seq + 1;
         let cap = self.segment_bytes.max(size);
         let path = self.files.path(seq);
@@ -498,11 +510,11 @@ impl Writer {
             _ => {
                 let _ = std::fs::remove_file(&path);
                 segment::create(self.files.dir(), seq, cap)
-                    .map_err(|e| format!("creating {}: {e}", path.display()))?
+                    .map_err(WriteError::io("creating", path.clone()))?
             }
         };
         if cap > self.segment_bytes {
-            segment::grow(&file, cap).map_err(|e| format!("growing {}: {e}", path.display()))?;
+            segment::grow(&file, cap).map_err(WriteError::io("growing", path))?;
         }
         let old = std::mem::replace(
             &mut self.active,
@@ -529,10 +541,10 @@ fn collect_waiters(op: Op, done: &mut Done) {
     }
 }
 
-fn last_key(table: &redb::Table<'_, u64, format::Row>) -> Result<u64, String> {
+fn last_key(table: &redb::Table<'_, u64, format::Row>) -> Result<u64, WriteError> {
     Ok(table
         .last()
-        .map_err(|e| format!("index: {e}"))?
+        .map_err(|e| WriteError::db("reading the index")(e.into()))?
         .map_or(NONE, |(k, v)| v.value().last(k.value())))
 }
 

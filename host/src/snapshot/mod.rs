@@ -116,6 +116,7 @@ impl Default for SnapshotConfig {
 
 /// Why a snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// The store failed.
     #[error(transparent)]

@@ -31,6 +31,7 @@ const MAX_BLOCK: usize = 64 << 20;
 
 /// Why a segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SegmentError {
     /// The bytes do not hash to the segment's name.
     #[error("content hash {actual} does not match the name")]
