@@ -1,9 +1,11 @@
 //! ramrod's integration tests: one binary, one module per feature.
 
+mod catch_up;
 mod cluster;
 mod compaction;
 mod embed;
 mod log_store;
 mod policy;
 mod snapshot;
+mod snapshot_store;
 mod support;

@@ -1,6 +1,6 @@
 //! Incremental snapshots: accuracy (property-based), every kind of damage on
-//! both stores, kill -9 while writing, garbage collection, and applying
-//! while a snapshot is written.
+//! both stores, kill -9 while writing, and applying while a snapshot is
+//! written. (Stores and collection: `snapshot_store`.)
 //!
 //! The S3 cases run against the server in `RAMROD_S3_ENDPOINT` (bucket
 //! `RAMROD_S3_BUCKET`, credentials in the AWS variables); `scripts/test.sh`
@@ -23,11 +23,11 @@ use ramrod::internals::state_machine::KvStateMachine;
 
 use crate::support::{Rng, rt, run_then_kill};
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+pub(crate) type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Small segments and blocks, so a few hundred keys span many of each;
 /// everything retained; no grace period.
-fn small() -> SnapshotConfig {
+pub(crate) fn small() -> SnapshotConfig {
     SnapshotConfig {
         segment_bytes: 2_048,
         block_bytes: 512,
@@ -38,13 +38,13 @@ fn small() -> SnapshotConfig {
 }
 
 /// A store under test, with what keeps it alive.
-struct TestStore {
-    label: &'static str,
-    store: Arc<dyn SnapshotStore>,
+pub(crate) struct TestStore {
+    pub(crate) label: &'static str,
+    pub(crate) store: Arc<dyn SnapshotStore>,
     _dir: Option<tempfile::TempDir>,
 }
 
-fn dir_store() -> TestStore {
+pub(crate) fn dir_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     TestStore {
         label: "dir",
@@ -63,17 +63,26 @@ fn s3_store() -> Option<TestStore> {
     })
 }
 
-fn all_stores() -> Vec<TestStore> {
+pub(crate) fn all_stores() -> Vec<TestStore> {
     std::iter::once(dir_store()).chain(s3_store()).collect()
 }
 
-async fn open(store: &Arc<dyn SnapshotStore>, group: &str, cfg: SnapshotConfig) -> KvStateMachine {
+pub(crate) async fn open(
+    store: &Arc<dyn SnapshotStore>,
+    group: &str,
+    cfg: SnapshotConfig,
+) -> KvStateMachine {
     let snaps = Arc::new(Snapshots::new(store.clone(), group, cfg));
     KvStateMachine::open(snaps).await.unwrap().0
 }
 
 /// Applies `commands` as the entry at `index` and mirrors them in `model`.
-async fn apply(sm: &mut KvStateMachine, model: &mut Model, index: u64, commands: Vec<Command>) {
+pub(crate) async fn apply(
+    sm: &mut KvStateMachine,
+    model: &mut Model,
+    index: u64,
+    commands: Vec<Command>,
+) {
     for c in &commands {
         match c {
             Command::Put { key, value } => {
@@ -108,7 +117,7 @@ fn key(rng: &mut Rng) -> Vec<u8> {
     format!("k/{}/{}", rng.below(4), rng.below(64)).into_bytes()
 }
 
-fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
+pub(crate) fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
     (0..n)
         .map(|_| match rng.below(20) {
             0..=13 => Command::Put {
@@ -130,7 +139,7 @@ fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
         .collect()
 }
 
-fn same(state: &ramrod::internals::snapshot::KvMap, model: &Model) -> bool {
+pub(crate) fn same(state: &ramrod::internals::snapshot::KvMap, model: &Model) -> bool {
     state.len() == model.len()
         && state
             .iter()
@@ -348,123 +357,6 @@ fn damaged_snapshots_are_detected_and_skipped() {
     }
 }
 
-/// Retention keeps the newest N; garbage collection then leaves no
-/// unreferenced segment, and every retained snapshot still restores.
-#[test]
-fn gc_keeps_exactly_what_retained_snapshots_use() {
-    let rt = rt();
-    for s in all_stores() {
-        rt.block_on(async {
-            let store = &s.store;
-            let cfg = SnapshotConfig {
-                retain: 3,
-                max_chain: 3,
-                ..small()
-            };
-            let mut sm = open(store, "g", cfg.clone()).await;
-            let mut rng = Rng::new(5);
-            let mut model = Model::new();
-            for index in 1..=120 {
-                apply(&mut sm, &mut model, index, random_commands(&mut rng, 6)).await;
-                if index % 10 == 0 {
-                    sm.build(None).await.unwrap();
-                }
-            }
-            let snaps = sm.snapshots().clone();
-            let names = snaps.names().await.unwrap();
-            assert_eq!(names.len(), 3, "{}: {names:?}", s.label);
-            let mut used = std::collections::HashSet::new();
-            for name in &names {
-                let m = snaps.manifest(name).await.unwrap();
-                snaps.load(name, &m).await.unwrap();
-                used.extend(m.segments().map(|x| x.name.clone()));
-            }
-            let stored: std::collections::HashSet<String> = store
-                .list_segments()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|o| o.name)
-                .collect();
-            assert_eq!(
-                stored, used,
-                "{}: stored segments = referenced ones",
-                s.label
-            );
-            let stats = sm.stats();
-            assert!(stats.full >= 3 && stats.incremental >= 6, "{stats:?}");
-        });
-    }
-}
-
-/// Retention never deletes the snapshot just written, even when another
-/// manifest's name sorts after it (a newer one that failed to verify, or a
-/// leader's with a clock ahead).
-#[test]
-fn retention_keeps_the_current_snapshot() {
-    let rt = rt();
-    rt.block_on(async {
-        let s = dir_store();
-        let cfg = SnapshotConfig {
-            retain: 1,
-            ..small()
-        };
-        let mut sm = open(&s.store, "r", cfg).await;
-        let mut model = Model::new();
-        let mut rng = Rng::new(3);
-        apply(&mut sm, &mut model, 1, random_commands(&mut rng, 20)).await;
-        let s1 = sm.build(Some(SnapshotKind::Full)).await.unwrap();
-        // A manifest that sorts after everything this node will write.
-        let high = format!("r/{}-9999999999999-9999", "9".repeat(20));
-        s.store
-            .put_manifest(&high, Bytes::from(s1.encode()))
-            .await
-            .unwrap();
-        apply(&mut sm, &mut model, 2, random_commands(&mut rng, 20)).await;
-        let s2 = sm.build(Some(SnapshotKind::Incremental)).await.unwrap();
-        let snaps = sm.snapshots().clone();
-        let names = snaps.names().await.unwrap();
-        assert_eq!(names, vec![format!("r/{}", s2.id)]);
-        let loaded = snaps.load(&names[0], &s2).await.unwrap();
-        assert!(same(&loaded.state, &model));
-    });
-}
-
-/// Collecting garbage while a snapshot is being written never deletes a
-/// segment that snapshot uses.
-#[test]
-fn gc_is_safe_during_a_write() {
-    let rt = rt();
-    rt.block_on(async {
-        let s = dir_store();
-        let cfg = SnapshotConfig {
-            retain: 1,
-            ..small()
-        };
-        let mut sm = open(&s.store, "w", cfg).await;
-        let mut model = Model::new();
-        let big: Vec<Command> = (0..20_000)
-            .map(|i| Command::Put {
-                key: format!("big/{i:06}").into_bytes(),
-                value: vec![(i % 251) as u8; 64],
-            })
-            .collect();
-        apply(&mut sm, &mut model, 1, big).await;
-        let snaps = sm.snapshots().clone();
-        let builder = sm.clone();
-        let build = tokio::spawn(async move { builder.build(Some(SnapshotKind::Full)).await });
-        let mut sweeps = 0;
-        while !build.is_finished() {
-            snaps.retain(1).await.unwrap();
-            sweeps += 1;
-        }
-        let m = build.await.unwrap().unwrap();
-        assert!(sweeps > 0);
-        let loaded = snaps.load(&format!("w/{}", m.id), &m).await.unwrap();
-        assert!(same(&loaded.state, &model));
-    });
-}
-
 /// Applying goes on while a full snapshot of a large state is written, and
 /// the snapshot holds exactly the state at the moment it began.
 #[test]
@@ -606,27 +498,6 @@ fn merged_deltas_restore_the_same_state() {
         assert_eq!(again.state_hash, whole.state_hash);
         for from in [0, 3] {
             assert!(snaps.merge_layers(&s3, from).await.is_err(), "layer {from}");
-        }
-    });
-}
-
-/// Both stores keep the `SnapshotStore` contract (the conformance suite):
-/// durable idempotent segments, create-only manifests, NotFound for what is
-/// missing, refused names, idempotent deletes. S3 runs against SeaweedFS.
-#[test]
-fn every_store_passes_the_store_conformance_suite() {
-    crate::support::rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        ramrod::snapshot_store_suite(|| {
-            Arc::new(DirStore::open(&root).unwrap()) as Arc<dyn SnapshotStore>
-        })
-        .await;
-        if let Some(cfg) = crate::support::s3_test_config() {
-            ramrod::snapshot_store_suite(|| {
-                Arc::new(S3Store::new(&cfg).unwrap()) as Arc<dyn SnapshotStore>
-            })
-            .await;
         }
     });
 }

@@ -27,7 +27,9 @@ mod error;
 mod host;
 mod limits;
 mod runtime;
+mod sandbox;
 mod source;
+mod validate;
 mod watch;
 
 pub use builtin::{BUILTINS, builtin, names as builtin_names};

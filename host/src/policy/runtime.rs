@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ramrod_policy_sdk::{Decision, Facts};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
 
 use super::bindings::{self, CompactionPolicy, CompactionPolicyPre, POLICY_EXPORT, TYPES_IMPORT};
 use super::cache::{CompileCache, CompileSource};
 use super::error::{FailureKind, PolicyError, PolicyFailure};
 use super::limits::SandboxLimits;
+use super::sandbox::{GuestState, Limiter, capability_free_wasi};
+use super::validate::{check_exports, check_header, check_imports};
 
 /// How often the engine's epoch advances: the resolution of call timeouts.
 const TICK: Duration = Duration::from_millis(2);
@@ -116,116 +117,6 @@ impl std::fmt::Debug for WasmPolicy {
 struct Instance {
     store: Store<GuestState>,
     bindings: CompactionPolicy,
-}
-
-/// Per-store state: the memory limiter and, for WASI guests, a context with
-/// no capabilities.
-pub(crate) struct GuestState {
-    limiter: Limiter,
-    wasi: Option<(WasiCtx, ResourceTable)>,
-}
-
-impl WasiView for GuestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (ctx, table) = self
-            .wasi
-            .as_mut()
-            .expect("WASI is linked only into stores that have a WASI context");
-        WasiCtxView { ctx, table }
-    }
-}
-
-struct Limiter {
-    memory_bytes: usize,
-    table_elements: usize,
-    denied: Option<String>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            let why = format!(
-                "memory growth from {current} to {desired} bytes denied (cap {})",
-                self.memory_bytes
-            );
-            self.denied = Some(why.clone());
-            return Err(wasmtime::Error::msg(why));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            let why = format!(
-                "table growth from {current} to {desired} elements denied (cap {})",
-                self.table_elements
-            );
-            self.denied = Some(why.clone());
-            return Err(wasmtime::Error::msg(why));
-        }
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        64
-    }
-    fn tables(&self) -> usize {
-        64
-    }
-    fn memories(&self) -> usize {
-        16
-    }
-}
-
-/// A wall clock stuck at the Unix epoch: policies get the time from the facts.
-struct FrozenWallClock;
-
-impl wasmtime_wasi::HostWallClock for FrozenWallClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-/// A monotonic clock that never moves.
-struct FrozenMonotonicClock;
-
-impl wasmtime_wasi::HostMonotonicClock for FrozenMonotonicClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
-}
-
-/// A WASI context with no capabilities: no preopened directories, no
-/// environment, no arguments, no network, empty stdio, frozen clocks and
-/// deterministic "randomness".
-fn capability_free_wasi() -> WasiCtx {
-    let mut b = wasmtime_wasi::WasiCtxBuilder::new();
-    b.allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        .wall_clock(FrozenWallClock)
-        .monotonic_clock(FrozenMonotonicClock)
-        .secure_random(wasmtime_wasi::Deterministic::new(vec![4, 2]))
-        .insecure_random(wasmtime_wasi::Deterministic::new(vec![4, 2]))
-        .insecure_random_seed(42);
-    b.build()
 }
 
 fn ticks(ms: u64) -> u64 {
@@ -380,82 +271,7 @@ impl PolicyRuntime {
     }
 }
 
-fn check_header(bytes: &[u8], label: &str) -> Result<(), PolicyError> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(PolicyError::NotWasm {
-            label: label.to_string(),
-        });
-    }
-    // Bytes 4..8 are the version and layer: 0x0001_0000 for a core module,
-    // layer 1 for a component.
-    if bytes[6..8] == [0, 0] {
-        return Err(PolicyError::CoreModule {
-            label: label.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Returns whether the component imports WASI; refuses any other import.
-fn check_imports(component: &Component, engine: &Engine, label: &str) -> Result<bool, PolicyError> {
-    let mut wasi = false;
-    for (name, _) in component.component_type().imports(engine) {
-        if name.starts_with("wasi:") {
-            wasi = true;
-        } else if name == TYPES_IMPORT {
-            // Types only: nothing to link.
-        } else if name.starts_with("ramrod:policy/") {
-            return Err(PolicyError::WrongContract {
-                label: label.to_string(),
-                expected: POLICY_EXPORT,
-                reason: format!(
-                    "it imports `{name}`, an incompatible version of the policy contract"
-                ),
-            });
-        } else {
-            return Err(PolicyError::Import {
-                label: label.to_string(),
-                import: name.to_string(),
-            });
-        }
-    }
-    Ok(wasi)
-}
-
-fn check_exports(component: &Component, engine: &Engine, label: &str) -> Result<(), PolicyError> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(n, _)| n.to_string())
-        .collect();
-    if exports.iter().any(|e| e == POLICY_EXPORT) {
-        return Ok(());
-    }
-    let reason = match exports
-        .iter()
-        .find(|e| e.starts_with("ramrod:policy/policy@"))
-    {
-        Some(other) => format!(
-            "it exports `{other}`, an incompatible version of the policy contract; rebuild it against \
-             ramrod:policy@0.1.0"
-        ),
-        None if exports.is_empty() => "it exports nothing".to_string(),
-        None => format!(
-            "it exports {}",
-            exports
-                .iter()
-                .map(|e| format!("`{e}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    Err(PolicyError::WrongContract {
-        label: label.to_string(),
-        expected: POLICY_EXPORT,
-        reason,
-    })
-}
-
+/// Why a fresh instance could not be started.
 enum Started {
     /// The exports do not have the contract's types.
     Contract(String),
