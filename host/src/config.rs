@@ -14,6 +14,10 @@
 //! [snapshot-store]          # default: a directory inside data-dir
 //! s3 = { endpoint = "http://127.0.0.1:8333", bucket = "ramrod", prefix = "cluster-a" }
 //!
+//! [snapshots]
+//! retain = 3                # snapshots kept (a policy may change it)
+//! max-chain = 16            # longest chain: an incremental beyond it is built full
+//!
 //! [policy]
 //! name = "adaptive"         # or file = "my-policy.wasm"
 //! config = { max_bytes = 67108864 }

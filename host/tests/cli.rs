@@ -353,8 +353,9 @@ fn serve_and_status() {
             "--json",
         ]);
         if o.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            if v["role"] == "Leader" {
+            // `status --json` prints the node's `Status`, whole.
+            let v: ramrod::Status = serde_json::from_slice(&o.stdout).unwrap();
+            if v.is_leader() {
                 break v;
             }
         }
@@ -365,7 +366,7 @@ fn serve_and_status() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    assert_eq!(out["id"], 1);
+    assert_eq!(out.id, 1);
     assert!(dir.path().join("node-1").join("raft-log.redb").exists());
 
     let o = ramrod(&["status", "--node", &url, "--token", "wrong-token-999"]);
@@ -392,13 +393,13 @@ fn policy_swap_and_decisions_on_a_running_node() {
         let o = ramrod(&["status", "--node", &url, "--token", "t0k-t0k-t0k", "--json"]);
         o.status
             .success()
-            .then(|| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap())
+            .then(|| serde_json::from_slice::<ramrod::Status>(&o.stdout).unwrap())
     };
-    while policy_of().is_none_or(|v| v["role"] != "Leader") {
+    while policy_of().is_none_or(|v| !v.is_leader()) {
         assert!(std::time::Instant::now() < deadline, "the node never led");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert_eq!(policy_of().unwrap()["policy"]["name"], "entries");
+    assert_eq!(policy_of().unwrap().policy.name, "entries");
     // `ramrod policy VERB --node URL --token T ARGS...`
     let policy = |verb: &str, args: &[&str]| {
         let mut all = vec!["policy", verb, "--node", &url, "--token", "t0k-t0k-t0k"];
@@ -411,8 +412,8 @@ fn policy_swap_and_decisions_on_a_running_node() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("this node only"), "{out}");
     let v = policy_of().unwrap();
-    assert_eq!(v["policy"]["name"], "adaptive");
-    assert_eq!(v["policy"]["origin"], "local");
+    assert_eq!(v.policy.name, "adaptive");
+    assert_eq!(v.policy.origin, "local");
 
     let o = policy("swap", &["--cluster", &fixture("wrong-world.wasm")]);
     let (out, err) = text(&o);
@@ -424,14 +425,14 @@ fn policy_swap_and_decisions_on_a_running_node() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("at log index"), "{out}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while policy_of().unwrap()["policy"]["origin"] != "rollout" {
+    while policy_of().unwrap().policy.origin != "rollout" {
         assert!(
             std::time::Instant::now() < deadline,
             "the rollout never applied"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(policy_of().unwrap()["policy"]["name"], "bytes-or-age");
+    assert_eq!(policy_of().unwrap().policy.name, "bytes-or-age");
 
     let o = policy("decisions", &[]);
     let (out, err) = text(&o);

@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
+use ramrod::client::{BatchCommand, Client, ClientError, Pair};
 use ramrod::internals::config::NodeConfig;
 use ramrod::internals::node::Node;
+use ramrod::internals::node::http::wire::ErrorBody;
+use ramrod::{SnapshotInfo, SnapshotKind, Status, Written};
 
 pub(crate) const TOKEN: &str = "cluster-test-token";
 
@@ -73,9 +76,9 @@ fn three_nodes_replicate_and_answer_over_http() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let reply: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        assert_eq!(reply["changed_keys"], 2);
-        let last = reply["index"].as_u64().unwrap();
+        let reply: Written = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(reply.changed_keys, 2);
+        let last = reply.index;
 
         // Linearizable reads on the leader.
         let r = http.get(url(leader, "/kv/vm/007")).send().await.unwrap();
@@ -88,10 +91,9 @@ fn three_nodes_replicate_and_answer_over_http() {
             .send()
             .await
             .unwrap();
-        let list: Vec<serde_json::Value> =
-            serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let list: Vec<Pair> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(list.len(), 5);
-        assert_eq!(list[0]["key"], "vm/001");
+        assert_eq!(list[0].key, "vm/001");
 
         // A follower points at the leader, for writes and reads.
         for req in [
@@ -100,9 +102,9 @@ fn three_nodes_replicate_and_answer_over_http() {
         ] {
             let r = req.send().await.unwrap();
             assert_eq!(r.status(), 421);
-            let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-            assert_eq!(body["leader_id"], leader_id);
-            assert_eq!(body["leader_addr"], leader.addr().unwrap().to_string());
+            let body: ErrorBody = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(body.leader_id, Some(leader_id));
+            assert_eq!(body.leader_addr, Some(leader.addr().unwrap().to_string()));
         }
 
         // Every node applies every write.
@@ -165,8 +167,8 @@ fn three_nodes_replicate_and_answer_over_http() {
             .send()
             .await
             .unwrap();
-        let page: Vec<serde_json::Value> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        let keys: Vec<&str> = page.iter().map(|p| p["key"].as_str().unwrap()).collect();
+        let page: Vec<Pair> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let keys: Vec<&str> = page.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys.first(), Some(&"vm/010"));
         assert_eq!(keys.len(), 10);
         let r = http.get(url(follower, "/kv/vm/001")).send().await.unwrap();
@@ -189,9 +191,9 @@ fn three_nodes_replicate_and_answer_over_http() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let status: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        assert_eq!(status["role"], "Leader");
-        assert_eq!(status["keys"], 50);
+        let status: Status = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert!(status.is_leader());
+        assert_eq!(status.keys, 50);
         let r = http
             .post(url(follower, "/admin/snapshot?kind=full"))
             .bearer_auth(TOKEN)
@@ -199,8 +201,8 @@ fn three_nodes_replicate_and_answer_over_http() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let snap: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        assert_eq!(snap["kind"], "full");
+        let snap: SnapshotInfo = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(snap.kind, SnapshotKind::Full);
         assert_eq!(follower.internals().sm.current_manifest().unwrap().keys, 50);
 
         let r = http
@@ -223,6 +225,100 @@ fn three_nodes_replicate_and_answer_over_http() {
         let r = http.get(url(leader, "/admin/metrics")).send().await.unwrap();
         assert_eq!(r.status(), 401);
 
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
+
+/// The typed client: a follower's client follows 421 to the leader for
+/// writes and linearizable reads, reads the follower's own state with
+/// `local`, and names what went wrong with a typed error.
+#[test]
+fn the_typed_client_follows_the_leader_and_types_its_errors() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_cluster(dir.path()).await;
+        let leader_id = leader(&nodes).await;
+        let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+        let url = format!("http://{}", follower.addr().unwrap());
+        let c = Client::new(&url).unwrap().with_token(TOKEN);
+
+        let w = c.put("vm/a", "spec a").await.unwrap();
+        assert_eq!(w.changed_keys, 1);
+        let w = c
+            .batch(vec![
+                BatchCommand::Put {
+                    key: "vm/b".into(),
+                    value: "spec b".into(),
+                },
+                BatchCommand::Delete { key: "vm/a".into() },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(w.changed_keys, 2);
+        assert_eq!(
+            c.get("vm/b").await.unwrap().as_deref(),
+            Some(&b"spec b"[..])
+        );
+        assert_eq!(
+            c.get("vm/a").await.unwrap(),
+            None,
+            "deleted: None, not an error"
+        );
+        let page = c.list("vm/", None, 10, false).await.unwrap();
+        assert_eq!(
+            page,
+            vec![Pair {
+                key: "vm/b".into(),
+                value: "spec b".into()
+            }]
+        );
+        follower
+            .internals()
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(w.index), "the batch")
+            .await
+            .unwrap();
+        assert_eq!(
+            c.get_local("vm/b").await.unwrap().as_deref(),
+            Some(&b"spec b"[..])
+        );
+
+        // Admin calls answer for the node asked, typed.
+        let s = c.status().await.unwrap();
+        assert_eq!((s.id, s.leader), (follower.id(), Some(leader_id)));
+        let snap = c.snapshot(Some(SnapshotKind::Full)).await.unwrap();
+        assert_eq!(snap.kind, SnapshotKind::Full);
+        assert!(c.metrics().await.unwrap().contains("ramrod_state_keys 1"));
+        assert_eq!(c.policy().await.unwrap().origin, "config");
+        assert!(c.decisions(5).await.unwrap().len() <= 5);
+
+        // Errors say what was wrong.
+        let e = c.batch(Vec::new()).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Status { status, message, .. }
+                if status.as_u16() == 400 && message.contains("at least one")),
+            "{e}"
+        );
+        assert!(matches!(
+            c.put("vm/../x", "v").await,
+            Err(ClientError::Key { .. })
+        ));
+        let e = Client::new(&url)
+            .unwrap()
+            .with_token("wrong-token-000")
+            .status()
+            .await
+            .unwrap_err();
+        assert_eq!(e.status().map(|s| s.as_u16()), Some(401), "{e}");
+        let e = Client::new("http://127.0.0.1:1")
+            .unwrap()
+            .status()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Transport { .. }), "{e}");
         for n in nodes {
             n.shutdown().await;
         }

@@ -265,6 +265,28 @@ mod tests {
     }
 
     #[test]
+    fn every_trigger_decides_and_only_the_schedule_skips_the_minimum_gap() {
+        use Trigger::*;
+        // (trigger, an event?, how the audit shows it)
+        let table = [
+            (Scheduled, false, "scheduled"),
+            (Asked, true, "asked"),
+            (RoleChanged, true, "role changed"),
+            (LeaderChanged, true, "leader changed"),
+            (FollowerBehind, true, "a follower fell behind"),
+            (SnapshotFinished, true, "snapshot finished"),
+            (PolicyRollout, true, "policy rollout applied"),
+        ];
+        for (t, event, shown) in table {
+            assert_eq!(t.is_event(), event, "{t:?}");
+            assert_eq!(t.to_string(), shown);
+            // A value in the audit, not a string to parse.
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Trigger>(&json).unwrap(), t);
+        }
+    }
+
+    #[test]
     fn a_decision_becomes_actions() {
         use Action::*;
         let idle = state(false, 2);
