@@ -20,9 +20,6 @@ use std::time::{Duration, Instant};
 use crate::client::{Client, ClientError};
 use crate::{NodeId, Status, Written};
 
-/// The descriptor a node's process finds its listener on.
-const LISTEN_FD: i32 = 3;
-
 /// A loopback listening socket held for a node across its restarts. While
 /// it is parked (the node is down), a thread accepts and closes every
 /// connection, so a client fails at once, as it would on a closed port,
@@ -145,8 +142,10 @@ pub struct ProcessCluster {
     exe: PathBuf,
     dir: PathBuf,
     spec: ClusterSpec,
-    sockets: Vec<HeldSocket>,
-    children: BTreeMap<NodeId, Child>,
+    sockets: Vec<std::sync::Mutex<HeldSocket>>,
+    /// Behind a lock so that `&self` queries can reap a process that exited
+    /// by itself (and park its socket, so clients fail at once).
+    children: std::sync::Mutex<BTreeMap<NodeId, Child>>,
 }
 
 impl ProcessCluster {
@@ -160,6 +159,7 @@ impl ProcessCluster {
             .map(|_| HeldSocket::bind_loopback())
             .collect::<io::Result<Vec<_>>>()?;
         let addrs: Vec<SocketAddr> = sockets.iter().map(HeldSocket::addr).collect();
+        let sockets = sockets.into_iter().map(std::sync::Mutex::new).collect();
         let (hb, emin, emax) = spec.raft_ms;
         for id in 1..=spec.nodes {
             let mut t = format!(
@@ -184,7 +184,7 @@ impl ProcessCluster {
             dir: dir.to_path_buf(),
             spec,
             sockets,
-            children: BTreeMap::new(),
+            children: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -207,7 +207,7 @@ impl ProcessCluster {
     /// # Panics
     /// If `id` is not a node of the cluster.
     pub fn start(&mut self, id: NodeId) -> io::Result<()> {
-        if let Some(mut old) = self.children.remove(&id) {
+        if let Some(mut old) = self.children_mut().remove(&id) {
             let _ = old.kill();
             let _ = old.wait();
         }
@@ -216,7 +216,7 @@ impl ProcessCluster {
             .arg("--config")
             .arg(self.dir.join(format!("node-{id}.toml")))
             .arg("--listen-fd")
-            .arg(LISTEN_FD.to_string())
+            .arg(crate::platform::LISTEN_FD.to_string())
             .env("RUST_LOG", &self.spec.rust_log)
             .stdin(Stdio::null());
         if self.spec.log_files {
@@ -225,15 +225,17 @@ impl ProcessCluster {
         } else {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
-        let socket = &mut self.sockets[id as usize - 1];
-        crate::platform::pass_listener(&mut cmd, socket.for_child(), LISTEN_FD);
-        match cmd.spawn() {
+        let spawned = {
+            let mut socket = self.socket(id);
+            crate::platform::pass_listener(&mut cmd, socket.for_child()).and_then(|()| cmd.spawn())
+        };
+        match spawned {
             Ok(child) => {
-                self.children.insert(id, child);
+                self.children_mut().insert(id, child);
                 Ok(())
             }
             Err(e) => {
-                let _ = socket.park();
+                self.park(id);
                 Err(e)
             }
         }
@@ -241,17 +243,17 @@ impl ProcessCluster {
 
     /// SIGKILL of node `id` (a no-op if it is not running).
     pub fn kill(&mut self, id: NodeId) {
-        if let Some(mut c) = self.children.remove(&id) {
+        if let Some(mut c) = self.children_mut().remove(&id) {
             let _ = c.kill();
             let _ = c.wait();
-            let _ = self.sockets[id as usize - 1].park();
+            self.park(id);
         }
     }
 
     /// Stops node `id`: SIGTERM, then SIGKILL if it has not exited within
     /// 5 s.
     pub fn stop(&mut self, id: NodeId) {
-        let Some(mut c) = self.children.remove(&id) else {
+        let Some(mut c) = self.children_mut().remove(&id) else {
             return;
         };
         let mut exited = false;
@@ -266,12 +268,44 @@ impl ProcessCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = self.sockets[id as usize - 1].park();
+        self.park(id);
     }
 
-    /// Whether node `id`'s process runs (it was started and not killed).
+    fn children_mut(&mut self) -> &mut BTreeMap<NodeId, Child> {
+        self.children.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn socket(&self, id: NodeId) -> std::sync::MutexGuard<'_, HeldSocket> {
+        self.sockets[id as usize - 1]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses connections on node `id`'s port (it is down).
+    fn park(&self, id: NodeId) {
+        if let Err(e) = self.socket(id).park() {
+            tracing::warn!(node = id, error = %e, "could not refuse connections to a stopped node");
+        }
+    }
+
+    /// Whether node `id`'s process runs (it was started, not killed, and has
+    /// not exited by itself).
     pub fn running(&self, id: NodeId) -> bool {
-        self.children.contains_key(&id)
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = children.get_mut(&id) else {
+            return false;
+        };
+        match c.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                tracing::warn!(node = id, %status, "a node process exited by itself");
+                children.remove(&id);
+                drop(children);
+                self.park(id);
+                false
+            }
+            Err(_) => true,
+        }
     }
 
     /// The node ids.
@@ -294,7 +328,7 @@ impl ProcessCluster {
     /// # Panics
     /// If `id` is not a node of the cluster.
     pub fn addr(&self, id: NodeId) -> SocketAddr {
-        self.sockets[id as usize - 1].addr()
+        self.socket(id).addr()
     }
 
     /// Node `id`'s base URL.
@@ -384,7 +418,7 @@ impl Drop for ProcessCluster {
     /// SIGTERM to every node, up to 5 s for all of them to exit, then
     /// SIGKILL to the rest.
     fn drop(&mut self) {
-        let mut children: Vec<Child> = std::mem::take(&mut self.children).into_values().collect();
+        let mut children: Vec<Child> = std::mem::take(self.children_mut()).into_values().collect();
         for c in &children {
             let _ = crate::platform::terminate(c.id());
         }

@@ -5,38 +5,48 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
 
-/// Makes `cmd`'s process start with `listener` as its descriptor `target`
-/// (inherited across `exec`); the parent keeps its own descriptor.
-pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener, target: RawFd) {
+/// The descriptor a child process finds its inherited listener on.
+pub const LISTEN_FD: RawFd = 3;
+
+/// Makes `cmd`'s process start with a copy of `listener` as its descriptor
+/// [`LISTEN_FD`] (inherited across `exec`). The copy belongs to `cmd`, so it
+/// stays valid however long `cmd` lives; the parent keeps its own.
+///
+/// # Errors
+/// If the listener cannot be duplicated.
+pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) -> io::Result<()> {
     use std::os::unix::process::CommandExt;
-    let fd = listener.as_raw_fd();
+    // Owned by the closure, so by `cmd`: the descriptor cannot be closed or
+    // reused before the child is forked.
+    let copy: OwnedFd = listener.try_clone()?.into();
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: it calls dup2 and fcntl,
-    // both async-signal-safe, and allocates nothing. `fd` stays open in the
-    // parent (it owns the listener) until `spawn` returns, so it is valid
-    // in the child.
+    // both async-signal-safe, and allocates nothing. `copy` is an open
+    // descriptor owned by the closure, hence valid in the forked child.
     #[expect(
         unsafe_code,
         reason = "pre_exec: the one way to place a descriptor in a child"
     )]
     unsafe {
         cmd.pre_exec(move || {
-            if fd == target {
+            let fd = copy.as_raw_fd();
+            if fd == LISTEN_FD {
                 // dup2 onto itself keeps close-on-exec: clear it instead.
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(fd, target) < 0 {
+            } else if libc::dup2(fd, LISTEN_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
         });
     }
+    Ok(())
 }
 
 /// Takes the listening TCP socket this process inherited as descriptor
@@ -78,6 +88,35 @@ pub unsafe fn inherited_listener(fd: RawFd) -> io::Result<std::net::TcpListener>
         return Err(io::Error::other(format!(
             "descriptor {fd} is a socket that is not listening"
         )));
+    }
+    let int_opt = |opt: libc::c_int| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: as above: getsockopt writes at most `len` bytes into `v`.
+        #[expect(unsafe_code, reason = "getsockopt has no safe wrapper in std")]
+        let rc = unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &raw mut len)
+        };
+        if rc == 0 {
+            Ok(v)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let domain = int_opt(libc::SO_DOMAIN)?;
+    if (domain != libc::AF_INET && domain != libc::AF_INET6)
+        || int_opt(libc::SO_TYPE)? != libc::SOCK_STREAM
+    {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is a listening socket, but not a TCP one"
+        )));
+    }
+    // Whatever the node starts later must not inherit the listener.
+    // SAFETY: fcntl on an open descriptor, changing only its flags.
+    #[expect(unsafe_code, reason = "fcntl has no safe wrapper in std")]
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: the caller hands us ownership of `fd` (this function's
     // contract), and it is an open, listening socket (checked above).
@@ -164,6 +203,16 @@ mod tests {
         #[expect(unsafe_code, reason = "the function under test is unsafe")]
         let e = unsafe { inherited_listener(file.as_raw_fd()) }.unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let unix = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(unix);
+        // SAFETY (test): `fd` came from into_raw_fd; refused, it stays ours.
+        #[expect(unsafe_code, reason = "the function under test is unsafe")]
+        let e = unsafe { inherited_listener(fd) }.unwrap_err();
+        assert!(e.to_string().contains("not a TCP one"), "{e}");
+        // SAFETY (test): `fd` is ours and open; close it.
+        #[expect(unsafe_code, reason = "closing the refused test descriptor")]
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let fd = std::os::fd::IntoRawFd::into_raw_fd(l);

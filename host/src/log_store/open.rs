@@ -289,7 +289,7 @@ fn recover(
     let next_seq = on_disk.last().copied().unwrap_or(0).max(ckpt_seq) + 1;
     let mut txn = db.begin_write().map_err(|e| dbe(e.into()))?;
     txn.set_durability(redb::Durability::Immediate)
-        .map_err(|e| dbe(redb::Error::Corrupted(e.to_string())))?;
+        .map_err(|e| dbe(e.into()))?;
     let (first, last) = {
         let mut table = txn.open_table(INDEX).map_err(|e| dbe(e.into()))?;
         let mut last = table

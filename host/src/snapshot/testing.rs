@@ -150,7 +150,13 @@ where
         );
     }
     check(
-        store.list_segments().await.expect("listing segments").len() == 1,
+        store.list_segments().await.expect("listing segments").len() == 1
+            && store
+                .list_manifests()
+                .await
+                .expect("listing manifests")
+                .len()
+                == 2,
         "refused names wrote nothing",
     );
 

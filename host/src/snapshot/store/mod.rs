@@ -104,13 +104,17 @@ impl SegmentSource for StoreSource {
 /// checks what can be checked from outside, and every store must pass it:
 /// - **`put_segment` is durable before it returns `Ok`**: after a crash of
 ///   this process or the host, a segment whose put returned is there, whole.
-///   It is idempotent: writing a name that exists is a no-op (`Ok(false)`)
-///   that makes the object young again, so a concurrent collection that
-///   spares young segments keeps it.
+///   A segment's name is the hash of its bytes, so a name stands for one
+///   content. Writing a name that exists is a no-op (`Ok(false)`) that makes
+///   the object young again (its modification time is now), so a
+///   collection in another process that spares young segments and lists
+///   after the touch keeps it; a collection that listed before the touch
+///   may not (the grace period is what covers that window).
 /// - **`put_manifest` is create-only and durable**: it fails with
 ///   [`StoreError::AlreadyExists`] if `name` exists (never replacing it),
 ///   and once it returns `Ok` the manifest survives a crash. A reader sees
-///   either no manifest or all of it.
+///   either no manifest or all of it. Once deleted, a name can be written
+///   again.
 /// - Reads return exactly the bytes written; a missing object is
 ///   [`StoreError::NotFound`], never empty bytes.
 /// - Deletes are idempotent (`Ok` if the object is gone).
