@@ -321,10 +321,11 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
         .await
         .unwrap();
         assert_eq!(r.status(), 200);
-        let reply: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        let index = reply["index"].as_u64().unwrap();
+        let reply: ramrod::Swapped = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let index = reply.index.unwrap();
         let hash = blake3_hex(&wasm);
-        assert_eq!(reply["hash"], hash.as_str());
+        assert_eq!(reply.hash, hash);
+        assert_eq!(reply.scope, ramrod::Scope::Cluster);
         for n in &nodes {
             let shared = n.internals().controller.shared().clone();
             eventually(Duration::from_secs(10), "every node swapped", || {
@@ -332,17 +333,14 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
                     && shared.host().active_meta().is_some_and(|m| m.hash == hash)
             })
             .await;
-            let r = http
-                .get(url(n, "/admin/policy"))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap();
-            let p: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-            assert_eq!(p["name"], "bytes-or-age");
-            assert_eq!(p["origin"], "rollout");
-            assert_eq!(p["index"], index);
-            assert!(p["config"].as_str().unwrap().contains("60000"));
+            let c = ramrod::client::Client::new(&url(n, ""))
+                .unwrap()
+                .with_token(TOKEN);
+            let p = c.policy().await.unwrap();
+            assert_eq!(p.name, "bytes-or-age");
+            assert_eq!(p.origin, "rollout");
+            assert_eq!(p.index, Some(index));
+            assert!(p.config.contains("60000"));
         }
         // Decisions after the rollout are the new policy's.
         nodes[0].internals().controller.check();
