@@ -126,3 +126,12 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// CI runs the example as it is shipped.
+    #[test]
+    fn the_example_runs() {
+        super::main().unwrap();
+    }
+}

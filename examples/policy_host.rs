@@ -41,3 +41,12 @@ fn main() -> anyhow::Result<()> {
     println!("{:?}", host.stats());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// CI runs the example as it is shipped.
+    #[test]
+    fn the_example_runs() {
+        super::main().unwrap();
+    }
+}
