@@ -241,7 +241,8 @@ pub fn clamp(
             clamps.push(Clamp::SnapshotNothingNew);
         } else {
             let has_base = snapshot.last_index.is_some();
-            let (kind, clamp) = snapshot_kind(kind, has_base, snapshot.chain_length, bounds);
+            let (kind, clamp) =
+                snapshot_kind(kind, has_base, snapshot.chain_length, bounds.max_chain);
             decision.snapshot = Some(kind);
             clamps.extend(clamp);
         }
@@ -307,23 +308,24 @@ pub fn clamp(
 /// The kind of snapshot the host builds when `asked` is asked for on a chain
 /// of `chain_length` layers (`has_base`: a snapshot exists to build on), and
 /// the correction it made, if any: an incremental without a base, or one
-/// that would make the chain longer than `bounds.max_chain`, is full.
+/// that would make the chain longer than `max_chain` (at least 1), is full.
 pub fn snapshot_kind(
     asked: SnapshotKind,
     has_base: bool,
     chain_length: u32,
-    bounds: &Bounds,
+    max_chain: u32,
 ) -> (SnapshotKind, Option<Clamp>) {
+    let max = max_chain.max(1);
     match asked {
         SnapshotKind::Full => (SnapshotKind::Full, None),
         SnapshotKind::Incremental if !has_base => {
             (SnapshotKind::Full, Some(Clamp::IncrementalWithoutBase))
         }
-        SnapshotKind::Incremental if chain_length >= bounds.max_chain.max(1) => (
+        SnapshotKind::Incremental if chain_length >= max => (
             SnapshotKind::Full,
             Some(Clamp::ChainTooLong {
                 length: chain_length,
-                max: bounds.max_chain.max(1),
+                max,
             }),
         ),
         SnapshotKind::Incremental => (SnapshotKind::Incremental, None),

@@ -131,7 +131,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     let recovery = Arc::new(Recovery {
         snapshot: loaded.map(|l| l.manifest.id.clone()),
         snapshot_index: loaded.and_then(|l| l.manifest.last_log_id).map(|l| l.index),
-        layers: loaded.map_or(0, |l| 1 + l.manifest.deltas.len()),
+        layers: loaded.map_or(0, |l| l.manifest.layers() as usize),
         bytes_read: loaded.map_or(0, |l| l.bytes_read),
         skipped: report.skipped.len(),
         restore_ms,

@@ -91,7 +91,7 @@ impl SnapshotSummary {
             id: m.id.clone(),
             kind: m.kind,
             last_index: m.last_log_id.map(|l| l.index),
-            layers: 1 + m.deltas.len(),
+            layers: m.layers() as usize,
             chain_bytes: m.chain_bytes(),
         }
     }

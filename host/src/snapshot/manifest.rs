@@ -87,6 +87,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Layers of the chain: the base and each delta.
+    pub fn layers(&self) -> u32 {
+        u32::try_from(1 + self.deltas.len()).unwrap_or(u32::MAX)
+    }
+
     /// Every segment of the chain: base first, then each delta.
     pub fn segments(&self) -> impl Iterator<Item = &SegmentRef> {
         self.base

@@ -222,6 +222,17 @@ impl KvStateMachine {
         self.lock().last_install.clone()
     }
 
+    /// The newest snapshot's last log index and its chain's layers (0
+    /// without a snapshot), without copying its manifest.
+    pub fn chain(&self) -> (Option<u64>, u32) {
+        let inner = self.lock();
+        let m = inner.current.as_ref().map(|(m, _)| m);
+        (
+            m.and_then(|m| m.last_log_id).map(|l| l.index),
+            m.map_or(0, Manifest::layers),
+        )
+    }
+
     /// The newest snapshot's manifest.
     pub fn current_manifest(&self) -> Option<Manifest> {
         self.lock().current.as_ref().map(|(m, _)| m.clone())

@@ -46,20 +46,16 @@ impl KvStateMachine {
 
     /// The kind a build asked to be `asked` is once the chain bound applies.
     pub(super) fn bounded_kind(&self, asked: Option<SnapshotKind>) -> SnapshotKind {
-        let parent = self.lock().current.as_ref().map(|(m, _)| m.clone());
-        self.bound(asked.unwrap_or(SnapshotKind::Incremental), parent.as_ref())
+        let layers = self.chain().1;
+        self.bound(asked.unwrap_or(SnapshotKind::Incremental), layers)
     }
 
-    /// `asked` on top of `parent`, with the chain bound applied: full
-    /// without a parent or when an incremental would make the chain longer
-    /// than `max-chain`.
-    fn bound(&self, asked: SnapshotKind, parent: Option<&Manifest>) -> SnapshotKind {
-        let chain = parent.map_or(0, |m| u32::try_from(1 + m.deltas.len()).unwrap_or(u32::MAX));
-        let bounds = crate::sdk::Bounds {
-            max_chain: u32::try_from(self.shared.snapshots.config().max_chain).unwrap_or(u32::MAX),
-            ..crate::sdk::Bounds::default()
-        };
-        crate::sdk::snapshot_kind(asked, parent.is_some(), chain, &bounds).0
+    /// `asked` on a chain of `layers` (0: none), with the chain bound
+    /// applied: full without a parent or when an incremental would make the
+    /// chain longer than `max-chain`.
+    fn bound(&self, asked: SnapshotKind, layers: u32) -> SnapshotKind {
+        let max_chain = u32::try_from(self.shared.snapshots.config().max_chain).unwrap_or(u32::MAX);
+        crate::sdk::snapshot_kind(asked, layers > 0, layers, max_chain).0
     }
 
     /// Builds a snapshot of `kind` as the caller planned it, recording
@@ -79,7 +75,7 @@ impl KvStateMachine {
         let req = {
             let mut inner = self.lock();
             let parent = inner.current.as_ref().map(|(m, _)| m.clone());
-            let kind = self.bound(kind, parent.as_ref());
+            let kind = self.bound(kind, parent.as_ref().map_or(0, Manifest::layers));
             // Later changes go to the overlay until the writer is done.
             if !inner.overlay.is_empty() {
                 // A previous merge is unfinished: finish it first (bounded

@@ -118,7 +118,7 @@ pub fn run(cmd: SnapshotCommand) -> Result<ExitCode> {
                             m.kind.to_string(),
                             log_id(m.last_log_id),
                             m.keys,
-                            1 + m.deltas.len(),
+                            m.layers(),
                             m.chain_bytes(),
                             m.bytes_written,
                             m.requested_by
@@ -192,7 +192,7 @@ pub fn run(cmd: SnapshotCommand) -> Result<ExitCode> {
             };
             let m = &loaded.manifest;
             println!("restored   {}", loaded.name);
-            println!("kind       {} ({} layers)", m.kind, 1 + m.deltas.len());
+            println!("kind       {} ({} layers)", m.kind, m.layers());
             println!("last log   {}", log_id(m.last_log_id));
             println!("keys       {}", loaded.state.len());
             println!("state hash {}", snapshot::hash_hex(loaded.state_hash));

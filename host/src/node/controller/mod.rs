@@ -381,11 +381,7 @@ impl Controller {
         plan::PlanState {
             building: self.building.is_some(),
             retain: self.retain,
-            chain_length: self
-                .sm
-                .current_manifest()
-                .as_ref()
-                .map_or(0, observe::chain_length),
+            chain_length: self.sm.chain().1,
             max_chain: self.host.bounds().max_chain,
         }
     }
@@ -476,11 +472,7 @@ impl Controller {
             waited_for: !p.waiters.is_empty(),
         });
         let applied = self.sm.last_applied().map_or(0, |l| l.index);
-        let covered = self
-            .sm
-            .current_manifest()
-            .and_then(|m| m.last_log_id)
-            .map_or(0, |l| l.index);
+        let covered = self.sm.chain().0.unwrap_or(0);
         let built = result.as_ref().ok().map(|m| m.kind);
         let next = plan::after_build(queued, applied, covered, built, &self.plan_state());
         let Some(p) = pending else {

@@ -130,7 +130,7 @@ impl Controller {
             ),
             entries_since,
             bytes_since,
-            chain_length: manifest.as_ref().map_or(0, chain_length),
+            chain_length: manifest.as_ref().map_or(0, Manifest::layers),
             chain_bytes: manifest.as_ref().map_or(0, Manifest::chain_bytes),
             base_bytes: manifest.as_ref().map_or(0, |m| m.base.bytes()),
             state_keys: self.sm.len() as u64,
@@ -141,9 +141,4 @@ impl Controller {
         };
         Facts { log, snapshot }
     }
-}
-
-/// Layers (base + deltas) of the chain `m` ends.
-pub(super) fn chain_length(m: &Manifest) -> u32 {
-    u32::try_from(1 + m.deltas.len()).unwrap_or(u32::MAX)
 }

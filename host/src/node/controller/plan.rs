@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sdk::{self, Bounds, Clamp, Decision, SnapshotKind};
+use crate::sdk::{self, Clamp, Decision, SnapshotKind};
 
 /// What made the controller decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,7 +97,7 @@ pub struct PlanState {
     pub retain: Option<u32>,
     /// Layers (base + deltas) of the newest snapshot; 0 without one.
     pub chain_length: u32,
-    /// The longest chain kept ([`Bounds::max_chain`]).
+    /// The longest chain kept ([`Bounds::max_chain`](crate::sdk::Bounds::max_chain)).
     pub max_chain: u32,
 }
 
@@ -105,16 +105,12 @@ impl PlanState {
     /// The kind a build asked to be `asked` (`None`: what the chain calls
     /// for) is, with the host's chain bound applied, and the correction made.
     pub fn kind(&self, asked: Option<SnapshotKind>) -> (SnapshotKind, Option<Clamp>) {
-        let bounds = Bounds {
-            max_chain: self.max_chain,
-            ..Bounds::default()
-        };
         let has_base = self.chain_length > 0;
         let (kind, clamp) = sdk::snapshot_kind(
             asked.unwrap_or(SnapshotKind::Incremental),
             has_base,
             self.chain_length,
-            &bounds,
+            self.max_chain,
         );
         // With no kind asked for, a first snapshot is full by nature: not a
         // correction.
