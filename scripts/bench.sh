@@ -11,4 +11,5 @@ cargo bench -p ramrod --bench policy
 cargo bench -p ramrod-tests --bench log_store
 cargo bench -p ramrod-tests --bench snapshot
 cargo bench -p ramrod-tests --bench cluster
+cargo bench -p ramrod-tests --bench control_plane
 ls -l target/bench-reports/

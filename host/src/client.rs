@@ -14,16 +14,20 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-pub use crate::node::http::wire::{BatchCommand, Pair};
+pub use crate::node::http::wire::{self, BatchCommand, Record};
 
-use crate::node::http::wire::{Batch, ErrorBody};
+use crate::node::http::wire::{
+    AddMember, Batch, CompareJson, ErrorBody, ListReply, TxnOpJson, TxnReply, TxnRequest, WatchLine,
+};
 use crate::{
-    AuditEntry, NodeId, PolicyStatus, Scope, SnapshotInfo, SnapshotKind, Status, Swapped, Written,
+    AuditEntry, Event, Filter, Guard, KeyValue, Listing, Members, NodeId, PolicyStatus, Scope,
+    SnapshotInfo, SnapshotKind, Status, Swapped, Txn, TxnResult, WatchError, WatchUpdate, Written,
 };
 
 /// The message of the node's 404 for an unset key.
@@ -74,11 +78,41 @@ pub enum ClientError {
         message: String,
     },
     /// The key cannot travel in a URL path: a `.` or `..` part between
-    /// slashes would be read as a relative path.
-    #[error("key {key:?} has a `.` or `..` part, which a URL path cannot carry")]
+    /// slashes would be read as a relative path, and `batch`, `txn` and
+    /// `watch` are endpoints.
+    #[error(
+        "key {key:?} cannot travel in a URL path (a `.` or `..` part, or the name of an endpoint: batch, txn, watch)"
+    )]
     Key {
         /// The key.
         key: String,
+    },
+    /// A guarded write's condition did not hold (412); nothing was written.
+    #[error(
+        "{url}: the guard failed: the key's mod revision is {mod_revision} (0: absent), the store's revision {revision}"
+    )]
+    GuardFailed {
+        /// The URL called.
+        url: String,
+        /// The store's revision.
+        revision: u64,
+        /// The key's mod revision (0: absent).
+        mod_revision: u64,
+    },
+    /// A watch could not start (410 when compacted) or ended.
+    #[error("{url}: {source}")]
+    Watch {
+        /// The URL called.
+        url: String,
+        /// Why.
+        source: WatchError,
+    },
+    /// The request cannot be written as JSON (a key or value that is not
+    /// UTF-8).
+    #[error("{what} cannot travel as JSON (not UTF-8)")]
+    Encode {
+        /// What.
+        what: String,
     },
     /// The answer did not decode.
     #[error("{url}: the answer does not decode: {reason}")]
@@ -96,6 +130,7 @@ impl ClientError {
         match self {
             ClientError::Status { status, .. } => Some(*status),
             ClientError::NotLeader { .. } => Some(StatusCode::MISDIRECTED_REQUEST),
+            ClientError::GuardFailed { .. } => Some(StatusCode::PRECONDITION_FAILED),
             _ => None,
         }
     }
@@ -115,12 +150,36 @@ pub enum PolicyUpload {
     },
 }
 
-/// A client of one node's HTTP API. Cheap to clone.
+/// A client of one node's HTTP API, over TCP or the node's unix socket.
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// To the node (its socket, or TCP), with the request timeout.
     http: reqwest::Client,
+    /// To leaders it is sent to (TCP), with the request timeout.
+    tcp: reqwest::Client,
+    /// To the node, for watch streams: no timeout on the whole answer.
+    streams: reqwest::Client,
     base: Url,
+    unix: Option<PathBuf>,
     token: Option<String>,
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP client over `unix` (or TCP), with a total timeout or none.
+fn http_client(
+    unix: Option<&Path>,
+    timeout: Option<Duration>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    if let Some(path) = unix {
+        b = b.unix_socket(path);
+    }
+    b.build()
 }
 
 /// One call, replayable against another node.
@@ -154,13 +213,31 @@ impl Client {
         if base.path() != "/" || base.query().is_some() {
             return Err(bad("a node address has no path or query".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        Client::build(base, None).map_err(|e| bad(e.to_string()))
+    }
+
+    /// A client of the node listening on the unix socket at `path`
+    /// (`listen-unix`). Calls a follower answers with 421 go on to the
+    /// leader over TCP.
+    ///
+    /// # Errors
+    /// [`ClientError::Address`] if the HTTP client cannot be built.
+    pub fn unix(path: impl Into<PathBuf>) -> Result<Client, ClientError> {
+        let path = path.into();
+        let base = Url::parse("http://localhost/").expect("a fixed URL parses");
+        Client::build(base, Some(path.clone())).map_err(|e| ClientError::Address {
+            addr: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn build(base: Url, unix: Option<PathBuf>) -> Result<Client, reqwest::Error> {
         Ok(Client {
-            http,
+            http: http_client(unix.as_deref(), Some(DEFAULT_TIMEOUT))?,
+            tcp: http_client(None, Some(DEFAULT_TIMEOUT))?,
+            streams: http_client(unix.as_deref(), None)?,
             base,
+            unix,
             token: None,
         })
     }
@@ -173,15 +250,24 @@ impl Client {
 
     /// A timeout per request other than 30 s.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
-        if let Ok(http) = reqwest::Client::builder().timeout(timeout).build() {
+        if let (Ok(http), Ok(tcp)) = (
+            http_client(self.unix.as_deref(), Some(timeout)),
+            http_client(None, Some(timeout)),
+        ) {
             self.http = http;
+            self.tcp = tcp;
         }
         self
     }
 
-    /// The node's base URL.
+    /// The node's base URL (`http://localhost` for a unix socket).
     pub fn base(&self) -> &str {
         self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The unix socket this client talks to, if it does.
+    pub fn socket(&self) -> Option<&Path> {
+        self.unix.as_deref()
     }
 
     /// The value of `key` (linearizable, on the leader); `None` if unset.
@@ -202,6 +288,22 @@ impl Client {
     }
 
     async fn get_value(&self, key: &str, local: bool) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self
+            .get_record(key, local)
+            .await?
+            .map(|kv| kv.value.to_vec()))
+    }
+
+    /// The record (value and revisions) of `key` (linearizable unless
+    /// `local`); `None` if unset.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_kv(&self, key: &str, local: bool) -> Result<Option<KeyValue>, ClientError> {
+        self.get_record(key, local).await
+    }
+
+    async fn get_record(&self, key: &str, local: bool) -> Result<Option<KeyValue>, ClientError> {
         let segments = key_path(key)?;
         let call = Call {
             method: Method::GET,
@@ -213,15 +315,38 @@ impl Client {
             },
             body: None,
         };
-        match self.send(&call).await {
-            Ok((_, body)) => Ok(Some(body)),
+        let (url, resp) = match self.respond(&call, false).await {
+            Ok(r) => r,
             // The node's own "no such key", not a 404 for a missing route
             // (a node serving only the Raft endpoints).
             Err(ClientError::Status {
                 status, message, ..
-            }) if status == StatusCode::NOT_FOUND && message == NO_SUCH_KEY => Ok(None),
-            Err(e) => Err(e),
-        }
+            }) if status == StatusCode::NOT_FOUND && message == NO_SUCH_KEY => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let header = |name: &str| -> Result<u64, ClientError> {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ClientError::Decode {
+                    url: url.clone(),
+                    reason: format!("no `{name}` header"),
+                })
+        };
+        let (create_revision, mod_revision, version) = (
+            header("x-ramrod-create-revision")?,
+            header("x-ramrod-mod-revision")?,
+            header("x-ramrod-version")?,
+        );
+        let value = body(&url, resp).await?;
+        Ok(Some(KeyValue {
+            key: key.as_bytes().to_vec(),
+            value,
+            create_revision,
+            mod_revision,
+            version,
+        }))
     }
 
     /// Sets `key` to `value`.
@@ -235,6 +360,27 @@ impl Client {
             method: Method::PUT,
             path: &segments,
             query: Vec::new(),
+            body: Some(value.into()),
+        })
+        .await
+    }
+
+    /// Sets `key` to `value` if `guard` holds.
+    ///
+    /// # Errors
+    /// [`ClientError::GuardFailed`] with the key's mod revision when it
+    /// does not; as [`put`](Self::put).
+    pub async fn put_if(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        guard: Guard,
+    ) -> Result<Written, ClientError> {
+        let segments = key_path(key)?;
+        self.json(Call {
+            method: Method::PUT,
+            path: &segments,
+            query: guard_query(guard),
             body: Some(value.into()),
         })
         .await
@@ -255,8 +401,95 @@ impl Client {
         .await
     }
 
-    /// Up to `limit` pairs whose key starts with `prefix`, after `after`, in
-    /// key order; linearizable unless `local`.
+    /// Removes `key` if `guard` holds.
+    ///
+    /// # Errors
+    /// As [`put_if`](Self::put_if).
+    pub async fn delete_if(&self, key: &str, guard: Guard) -> Result<Written, ClientError> {
+        let segments = key_path(key)?;
+        self.json(Call {
+            method: Method::DELETE,
+            path: &segments,
+            query: guard_query(guard),
+            body: None,
+        })
+        .await
+    }
+
+    /// Runs a guarded transaction (on the leader).
+    ///
+    /// # Errors
+    /// [`ClientError::Encode`] for keys or values that are not UTF-8; 400
+    /// naming the compare or operation at fault; as [`put`](Self::put).
+    pub async fn txn(&self, txn: &Txn) -> Result<TxnResult, ClientError> {
+        let enc = |what: String| ClientError::Encode { what };
+        let req = TxnRequest {
+            compare: txn
+                .compares
+                .iter()
+                .enumerate()
+                .map(|(i, c)| CompareJson::of(c).ok_or_else(|| enc(format!("compare[{i}]"))))
+                .collect::<Result<_, _>>()?,
+            success: ops_json(&txn.success, "success")?,
+            failure: ops_json(&txn.failure, "failure")?,
+        };
+        let body = serde_json::to_vec(&req).expect("a transaction serializes");
+        let reply: TxnReply = self
+            .json(Call {
+                method: Method::POST,
+                path: &["kv", "txn"],
+                query: Vec::new(),
+                body: Some(body),
+            })
+            .await?;
+        Ok(reply.into())
+    }
+
+    /// Watches the keys `filter` selects on this node: every change after
+    /// `from` (`None`: from now), with values unless `values` is false.
+    ///
+    /// # Errors
+    /// [`ClientError::Watch`] with [`WatchError::Compacted`] (410) when the
+    /// node no longer holds that history; as [`get`](Self::get).
+    pub async fn watch(
+        &self,
+        filter: &Filter,
+        from: Option<u64>,
+        values: bool,
+    ) -> Result<WatchStream, ClientError> {
+        let utf8 = |b: &[u8]| {
+            String::from_utf8(b.to_vec()).map_err(|_| ClientError::Encode {
+                what: "the watched key".into(),
+            })
+        };
+        let mut query = match filter {
+            Filter::Key(k) => vec![("key", utf8(k)?)],
+            Filter::Prefix(p) => vec![("prefix", utf8(p)?)],
+        };
+        if let Some(r) = from {
+            query.push(("from_revision", r.to_string()));
+        }
+        if !values {
+            query.push(("values", "false".into()));
+        }
+        let call = Call {
+            method: Method::GET,
+            path: &["kv", "watch"],
+            query,
+            body: None,
+        };
+        let (url, resp) = self.respond(&call, true).await?;
+        Ok(WatchStream {
+            url,
+            resp,
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// Up to `limit` records whose key starts with `prefix`, after `after`,
+    /// in key order, with the revision they were read at; linearizable
+    /// unless `local`.
     ///
     /// # Errors
     /// As [`get`](Self::get).
@@ -266,7 +499,7 @@ impl Client {
         after: Option<&str>,
         limit: usize,
         local: bool,
-    ) -> Result<Vec<Pair>, ClientError> {
+    ) -> Result<Listing, ClientError> {
         let mut query = vec![("prefix", prefix.to_string()), ("limit", limit.to_string())];
         if let Some(a) = after {
             query.push(("after", a.to_string()));
@@ -274,13 +507,15 @@ impl Client {
         if local {
             query.push(("local", "true".into()));
         }
-        self.json(Call {
-            method: Method::GET,
-            path: &["kv"],
-            query,
-            body: None,
-        })
-        .await
+        let reply: ListReply = self
+            .json(Call {
+                method: Method::GET,
+                path: &["kv"],
+                query,
+                body: None,
+            })
+            .await?;
+        Ok(reply.into())
     }
 
     /// Applies `commands` atomically, as one Raft entry.
@@ -382,6 +617,47 @@ impl Client {
         self.admin(Method::PUT, "policy", query, body).await
     }
 
+    /// The cluster's members as the node knows them.
+    ///
+    /// # Errors
+    /// As [`status`](Self::status).
+    pub async fn members(&self) -> Result<Members, ClientError> {
+        self.admin(Method::GET, "members", Vec::new(), None).await
+    }
+
+    /// Adds node `id` at `addr` (`host:port`): a learner first, a voter once
+    /// it has caught up (followed to the leader). Catching up can take a
+    /// while: give the client a timeout that covers it.
+    ///
+    /// # Errors
+    /// As [`status`](Self::status); 400 naming what is wrong.
+    pub async fn add_member(&self, id: NodeId, addr: &str) -> Result<Members, ClientError> {
+        let body = serde_json::to_vec(&AddMember {
+            id,
+            addr: addr.to_string(),
+        })
+        .expect("a member serializes");
+        self.admin(Method::POST, "members", Vec::new(), Some(body))
+            .await
+    }
+
+    /// Removes node `id` (followed to the leader; removing the leader
+    /// hands leadership over first, and the removal goes on at the new
+    /// leader).
+    ///
+    /// # Errors
+    /// As [`status`](Self::status); 400 naming what is wrong.
+    pub async fn remove_member(&self, id: NodeId) -> Result<Members, ClientError> {
+        let id = id.to_string();
+        self.json(Call {
+            method: Method::DELETE,
+            path: &["admin", "members", &id],
+            query: Vec::new(),
+            body: None,
+        })
+        .await
+    }
+
     async fn admin<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -409,6 +685,18 @@ impl Client {
     /// Sends `call`, following 421 answers to the leader; the URL answered
     /// last and the body of a success.
     async fn send(&self, call: &Call<'_>) -> Result<(String, Vec<u8>), ClientError> {
+        let (url, resp) = self.respond(call, false).await?;
+        let bytes = body(&url, resp).await?;
+        Ok((url, bytes.to_vec()))
+    }
+
+    /// Sends `call`, following 421 answers to the leader; the URL answered
+    /// last and the answer, a success (its body unread).
+    async fn respond(
+        &self,
+        call: &Call<'_>,
+        stream: bool,
+    ) -> Result<(String, reqwest::Response), ClientError> {
         let mut base = self.base.clone();
         for hop in 0..=MAX_HOPS {
             let mut url = base.clone();
@@ -420,8 +708,21 @@ impl Client {
                 url.query_pairs_mut()
                     .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
             }
-            let shown = url.to_string();
-            let mut req = self.http.request(call.method.clone(), url);
+            let shown = match &self.unix {
+                Some(p) if hop == 0 => format!(
+                    "unix:{}:{}{}",
+                    p.display(),
+                    url.path(),
+                    url.query().map(|q| format!("?{q}")).unwrap_or_default()
+                ),
+                _ => url.to_string(),
+            };
+            let http = match (hop, stream) {
+                (0, true) => &self.streams,
+                (0, false) => &self.http,
+                _ => &self.tcp,
+            };
+            let mut req = http.request(call.method.clone(), url);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -433,17 +734,10 @@ impl Client {
                 source,
             })?;
             let status = resp.status();
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|source| ClientError::Transport {
-                    url: shown.clone(),
-                    source,
-                })?
-                .to_vec();
             if status.is_success() {
-                return Ok((shown, body));
+                return Ok((shown, resp));
             }
+            let body = body(&shown, resp).await?.to_vec();
             let err: Option<ErrorBody> = serde_json::from_slice(&body).ok();
             if status == StatusCode::MISDIRECTED_REQUEST {
                 let (leader, leader_addr) =
@@ -466,6 +760,33 @@ impl Client {
                     }
                 }
             }
+            if let Some(e) = &err {
+                match (status, e.revision, e.mod_revision, e.oldest_revision) {
+                    (StatusCode::PRECONDITION_FAILED, Some(revision), Some(mod_revision), _) => {
+                        return Err(ClientError::GuardFailed {
+                            url: shown,
+                            revision,
+                            mod_revision,
+                        });
+                    }
+                    (StatusCode::GONE, Some(current), _, Some(oldest)) => {
+                        return Err(ClientError::Watch {
+                            url: shown,
+                            source: WatchError::Compacted {
+                                asked: call
+                                    .query
+                                    .iter()
+                                    .find(|(k, _)| *k == "from_revision")
+                                    .and_then(|(_, v)| v.parse().ok())
+                                    .unwrap_or(0),
+                                oldest,
+                                current,
+                            },
+                        });
+                    }
+                    _ => {}
+                }
+            }
             let message =
                 err.map_or_else(|| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
             return Err(ClientError::Status {
@@ -478,10 +799,121 @@ impl Client {
     }
 }
 
+/// The body of `resp` from `url`.
+async fn body(url: &str, resp: reqwest::Response) -> Result<bytes::Bytes, ClientError> {
+    resp.bytes().await.map_err(|source| ClientError::Transport {
+        url: url.to_string(),
+        source,
+    })
+}
+
+/// The parameters of a guarded write.
+fn guard_query(guard: Guard) -> Vec<(&'static str, String)> {
+    match guard {
+        Guard::ModRevision(r) => vec![("if_mod_revision", r.to_string())],
+        Guard::Absent => vec![("if_absent", "true".into())],
+    }
+}
+
+/// A branch of a transaction as JSON.
+fn ops_json(ops: &[crate::TxnOp], branch: &str) -> Result<Vec<TxnOpJson>, ClientError> {
+    ops.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            TxnOpJson::of(o).ok_or_else(|| ClientError::Encode {
+                what: format!("{branch}[{i}]"),
+            })
+        })
+        .collect()
+}
+
+/// A watch over HTTP: the lines of the node's stream, decoded.
+#[derive(Debug)]
+pub struct WatchStream {
+    url: String,
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl WatchStream {
+    /// The next change or progress report.
+    ///
+    /// # Errors
+    /// [`ClientError::Watch`] with why the node ended the stream
+    /// (compacted, lagged, shutdown); [`ClientError::Transport`] if the
+    /// connection broke; [`ClientError::Decode`] for a line that does not
+    /// decode.
+    pub async fn next(&mut self) -> Result<WatchUpdate, ClientError> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=at).collect();
+                let decoded: WatchLine =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Decode {
+                        url: self.url.clone(),
+                        reason: e.to_string(),
+                    })?;
+                return match decoded {
+                    WatchLine::Event { kind, kv } => Ok(WatchUpdate::Event(Event {
+                        kind,
+                        kv: kv.into_kv(),
+                    })),
+                    WatchLine::Progress { revision } => Ok(WatchUpdate::Progress { revision }),
+                    WatchLine::End {
+                        reason,
+                        oldest_revision,
+                        revision,
+                        ..
+                    } => {
+                        self.done = true;
+                        let source = match reason.as_str() {
+                            "compacted" => WatchError::Compacted {
+                                asked: 0,
+                                oldest: oldest_revision.unwrap_or(0),
+                                current: revision.unwrap_or(0),
+                            },
+                            "lagged" => WatchError::Lagged { buffer: 0 },
+                            _ => WatchError::Shutdown,
+                        };
+                        Err(ClientError::Watch {
+                            url: self.url.clone(),
+                            source,
+                        })
+                    }
+                };
+            }
+            if self.done {
+                return Err(ClientError::Watch {
+                    url: self.url.clone(),
+                    source: WatchError::Shutdown,
+                });
+            }
+            match self.resp.chunk().await {
+                Ok(Some(c)) => self.buf.extend_from_slice(&c),
+                Ok(None) => {
+                    self.done = true;
+                }
+                Err(source) => {
+                    return Err(ClientError::Transport {
+                        url: self.url.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The path of `key` under `/kv/` (each `/`-separated part encoded).
 fn key_path(key: &str) -> Result<Vec<&str>, ClientError> {
     let parts: Vec<&str> = std::iter::once("kv").chain(key.split('/')).collect();
     // A URL reads `.` and `..` parts (also as %2E) as relative paths.
+    // `/kv/batch`, `/kv/txn` and `/kv/watch` are endpoints.
+    if matches!(key, "batch" | "txn" | "watch") {
+        return Err(ClientError::Key {
+            key: key.to_string(),
+        });
+    }
     if parts[1..].iter().any(|p| {
         matches!(
             p.to_ascii_lowercase().as_str(),

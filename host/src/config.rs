@@ -11,6 +11,12 @@
 //! id = 2
 //! addr = "127.0.0.1:7002"
 //!
+//! # listen-unix = "ramrod.sock"  # the client and admin API on a unix socket too (mode 0600)
+//! # join = true                  # a new node: joins a running cluster, never creates one
+//!
+//! [watch]
+//! history-events = 100000   # changes kept for watchers that start from an earlier revision
+//!
 //! [snapshot-store]          # default: a directory inside data-dir
 //! s3 = { endpoint = "http://127.0.0.1:8333", bucket = "ramrod", prefix = "cluster-a" }
 //!
@@ -33,6 +39,7 @@ use crate::log_store::LogOptions;
 use crate::policy::SandboxLimits;
 use crate::sdk::Bounds;
 use crate::snapshot::{S3Config, SnapshotConfig};
+use crate::state_machine::WatchLimits;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +208,61 @@ pub struct NodeConfig {
     /// Raft timing.
     #[serde(default)]
     pub raft: RaftTiming,
+    /// Also serve the client and admin API on this unix socket (created
+    /// with mode 0600, removed on clean shutdown; a stale one left by a
+    /// crash is replaced).
+    #[serde(default)]
+    pub listen_unix: Option<PathBuf>,
+    /// This node joins a running cluster (an operator adds it with
+    /// `ramrod members add`): `ramrod serve` never creates a cluster with
+    /// it, and it needs no peers.
+    #[serde(default)]
+    pub join: bool,
+    /// How much change history watchers get.
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+/// The `[watch]` section: how much history a node keeps for watchers and
+/// how they are fed. The history is in memory: after a restart it starts
+/// at the restored snapshot's index and the replayed log refills it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WatchConfig {
+    /// Changes kept for watchers that start from an earlier revision
+    /// (default 100 000); a watch from before them is refused as compacted.
+    pub history_events: usize,
+    /// Bytes of keys and values those changes may hold (default 64 MiB).
+    pub history_bytes: u64,
+    /// Apply batches a watcher may fall behind before it is ended with a
+    /// reason (default 4096).
+    pub buffer: usize,
+    /// How often an idle watcher gets a progress line (default 1000 ms).
+    pub progress_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        let d = WatchLimits::default();
+        WatchConfig {
+            history_events: d.history_events,
+            history_bytes: d.history_bytes,
+            buffer: d.buffer,
+            progress_ms: d.progress.as_millis() as u64,
+        }
+    }
+}
+
+impl WatchConfig {
+    /// As the state machine takes them.
+    pub fn limits(&self) -> WatchLimits {
+        WatchLimits {
+            history_events: self.history_events,
+            history_bytes: self.history_bytes,
+            buffer: self.buffer,
+            progress: std::time::Duration::from_millis(self.progress_ms),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -220,6 +282,9 @@ impl NodeConfig {
             limits: SandboxLimits::default(),
             bounds: Bounds::default(),
             raft: RaftTiming::default(),
+            listen_unix: None,
+            join: false,
+            watch: WatchConfig::default(),
         }
     }
 
@@ -249,6 +314,9 @@ impl NodeConfig {
         }
         if let Some(f) = cfg.policy.file.as_mut() {
             rebase(f);
+        }
+        if let Some(u) = cfg.listen_unix.as_mut() {
+            rebase(u);
         }
         cfg.validate().map_err(|reason| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -303,6 +371,15 @@ impl NodeConfig {
         }
         if self.snapshots.max_chain == 0 {
             return Err("`snapshots`: max-chain must be at least 1".into());
+        }
+        let w = &self.watch;
+        if w.buffer == 0 || w.progress_ms == 0 {
+            return Err("`watch`: buffer and progress-ms must be at least 1".into());
+        }
+        if self.join && !self.peers.is_empty() {
+            return Err(
+                "`join`: a joining node takes its members from the cluster; remove `peers`".into(),
+            );
         }
         if self.token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err("`token` must be at least 8 characters".into());
@@ -391,6 +468,12 @@ heartbeat-ms = 50
         assert!(bad("[policy]\nname = \"entries\"\nfile = \"p.wasm\"\n").contains("policy"));
         assert!(bad("[raft]\nheartbeat-ms = 500\n").contains("raft"));
         assert!(bad("[snapshots]\nmax-chain = 0\n").contains("max-chain"));
+        assert!(bad("[watch]\nbuffer = 0\n").contains("watch"));
+        assert!(bad("join = true\n[[peers]]\nid = 2\naddr = \"127.0.0.1:2\"\n").contains("join"));
+        let e = NodeConfig::parse(&format!("{MINIMAL}[watch]\nhistory-evnts = 5\n")).unwrap_err();
+        assert!(e.contains("history-evnts"), "{e}");
+        let w = NodeConfig::parse(&format!("{MINIMAL}[watch]\nhistory-events = 5\n")).unwrap();
+        assert_eq!(w.watch.limits().history_events, 5);
     }
 
     #[test]

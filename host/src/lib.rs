@@ -73,8 +73,18 @@ pub use node::{
 pub use raft::NodeId;
 pub use state_machine::SnapshotStats;
 
+// Records, transactions and watches: what a control plane builds on.
+pub use node::{Guard, Member, Members};
+pub use raft::{
+    Compare, CompareOp, KeyValue, Listing, MAX_LIST_LIMIT, MAX_TXN_COMPARES, MAX_TXN_OPS, OpResult,
+    Target, Txn, TxnOp, TxnResult,
+};
+pub use state_machine::{Event, EventKind, Filter, WatchError, WatchLimits, WatchUpdate, Watcher};
+
 // Configuration.
-pub use config::{ConfigError, NodeConfig, Peer, PolicyConfig, RaftTiming, StoreConfig};
+pub use config::{
+    ConfigError, NodeConfig, Peer, PolicyConfig, RaftTiming, StoreConfig, WatchConfig,
+};
 
 // The policy runtime.
 pub use policy::{

@@ -281,10 +281,14 @@ fn snapshot_list_verify_restore() {
     );
     let lines = std::fs::read_to_string(restored.join("state.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 30);
-    assert!(
-        lines.contains(r#"{"key":"vm/030","value":"spec 30"}"#),
-        "{lines}"
-    );
+    let line: serde_json::Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["key"] == "vm/030")
+        .unwrap_or_else(|| panic!("{lines}"));
+    assert_eq!(line["value"], "spec 30", "{line}");
+    assert_eq!(line["version"], 1, "{line}");
+    assert!(line["mod_revision"].as_u64().unwrap() > 0, "{line}");
 
     // Damage the newest delta: verify fails, restore falls back (exit 2).
     let seg = dir.path().join("segments").join(&newest_delta);
@@ -336,8 +340,8 @@ fn serve_one(dir: &tempfile::TempDir, token: &str, extra: &str) -> (ProcessClust
     (c, url)
 }
 
-/// `ramrod serve` runs a single-node cluster; `ramrod status` reads it with
-/// the right token and is refused without it.
+/// `ramrod serve` runs a single-node cluster; `ramrod status` and `ramrod
+/// members` read it with the right token, and are refused without it.
 #[test]
 fn serve_and_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -368,6 +372,48 @@ fn serve_and_status() {
     };
     assert_eq!(out.id, 1);
     assert!(dir.path().join("node-1").join("raft-log.redb").exists());
+
+    // `ramrod members`: list, and changes refused with what is wrong.
+    let o = ramrod(&[
+        "members",
+        "list",
+        "--node",
+        &url,
+        "--token",
+        "test-token-123",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("leader   1") && out.contains("voter    1 127.0.0.1:"),
+        "{out}"
+    );
+    let o = ramrod(&[
+        "members",
+        "remove",
+        "--node",
+        &url,
+        "--token",
+        "test-token-123",
+        "--id",
+        "1",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("last voter"), "{err}");
+    let o = ramrod(&[
+        "members",
+        "add",
+        "--node",
+        &url,
+        "--token",
+        "test-token-123",
+        "--id",
+        "2",
+        "--addr",
+        "nowhere",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("addr"), "{err}");
 
     let o = ramrod(&["status", "--node", &url, "--token", "wrong-token-999"]);
     let (_, err) = text(&o);

@@ -74,7 +74,12 @@ impl Cluster {
             .list(prefix, None, 10_000, true)
             .await
             .unwrap();
-        pairs.into_iter().map(|p| (p.key, p.value)).collect()
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        pairs
+            .kvs
+            .iter()
+            .map(|kv| (text(&kv.key), text(&kv.value)))
+            .collect()
     }
 }
 

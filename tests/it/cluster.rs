@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use ramrod::client::{BatchCommand, Client, ClientError, Pair};
+use ramrod::client::wire::ListReply;
+use ramrod::client::{BatchCommand, Client, ClientError};
 use ramrod::internals::config::NodeConfig;
 use ramrod::internals::node::Node;
 use ramrod::internals::node::http::wire::ErrorBody;
@@ -19,6 +20,12 @@ pub(crate) fn config(id: u64, ports: &Ports, dir: &std::path::Path) -> NodeConfi
 }
 
 pub(crate) async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
+    start_cluster_on(dir).await.0
+}
+
+/// A 3-node cluster, initialized, and the ports its nodes listen on (to
+/// stop and start them).
+pub(crate) async fn start_cluster_on(dir: &std::path::Path) -> (Vec<Node>, Ports) {
     let ports = Ports::bind(3);
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -29,7 +36,7 @@ pub(crate) async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
         );
     }
     nodes[0].initialize().await.unwrap();
-    nodes
+    (nodes, ports)
 }
 
 pub(crate) async fn leader(nodes: &[Node]) -> u64 {
@@ -91,9 +98,12 @@ fn three_nodes_replicate_and_answer_over_http() {
             .send()
             .await
             .unwrap();
-        let list: Vec<Pair> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        assert_eq!(list.len(), 5);
-        assert_eq!(list[0].key, "vm/001");
+        let list: ListReply = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(list.kvs.len(), 5);
+        assert!(list.more);
+        assert_eq!(list.kvs[0].key, "vm/001");
+        assert_eq!(list.kvs[0].version, 1);
+        assert!(list.kvs[0].mod_revision <= list.revision);
 
         // A follower points at the leader, for writes and reads.
         for req in [
@@ -167,8 +177,8 @@ fn three_nodes_replicate_and_answer_over_http() {
             .send()
             .await
             .unwrap();
-        let page: Vec<Pair> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        let keys: Vec<&str> = page.iter().map(|p| p.key.as_str()).collect();
+        let page: ListReply = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let keys: Vec<&str> = page.kvs.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys.first(), Some(&"vm/010"));
         assert_eq!(keys.len(), 10);
         let r = http.get(url(follower, "/kv/vm/001")).send().await.unwrap();
@@ -267,13 +277,13 @@ fn the_typed_client_follows_the_leader_and_types_its_errors() {
             "deleted: None, not an error"
         );
         let page = c.list("vm/", None, 10, false).await.unwrap();
-        assert_eq!(
-            page,
-            vec![Pair {
-                key: "vm/b".into(),
-                value: "spec b".into()
-            }]
-        );
+        let kvs: Vec<(&[u8], &[u8])> = page
+            .kvs
+            .iter()
+            .map(|kv| (&kv.key[..], &kv.value[..]))
+            .collect();
+        assert_eq!(kvs, vec![(&b"vm/b"[..], &b"spec b"[..])]);
+        assert!(!page.more);
         follower
             .internals()
             .raft

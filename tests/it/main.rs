@@ -3,8 +3,10 @@
 mod catch_up;
 mod cluster;
 mod compaction;
+mod control_plane;
 mod embed;
 mod log_store;
+mod membership;
 mod policy;
 mod snapshot;
 mod snapshot_store;

@@ -15,15 +15,40 @@ use bytes::Bytes;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
 use proptest::prelude::*;
-use ramrod::internals::raft::{Command, Entry, LogId, Request};
+use ramrod::internals::raft::{Command, Compare, Entry, LogId, Request, Target, Txn, TxnOp};
 use ramrod::internals::snapshot::{
     DirStore, Manifest, S3Store, SnapshotConfig, SnapshotKind, SnapshotStore, Snapshots,
 };
-use ramrod::internals::state_machine::KvStateMachine;
+use ramrod::internals::state_machine::{KvStateMachine, decode_record};
 
 use crate::support::{Rng, rt, run_then_kill};
 
-pub(crate) type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// What the model holds per key: the value and its revisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Rec {
+    pub(crate) value: Vec<u8>,
+    pub(crate) create_revision: u64,
+    pub(crate) mod_revision: u64,
+    pub(crate) version: u64,
+}
+
+pub(crate) type Model = BTreeMap<Vec<u8>, Rec>;
+
+/// The model's put of `key` at revision `index`.
+fn model_put(model: &mut Model, key: &[u8], value: &[u8], index: u64) {
+    let (create_revision, version) = model
+        .get(key)
+        .map_or((index, 1), |r| (r.create_revision, r.version + 1));
+    model.insert(
+        key.to_vec(),
+        Rec {
+            value: value.to_vec(),
+            create_revision,
+            mod_revision: index,
+            version,
+        },
+    );
+}
 
 /// Small segments and blocks, so a few hundred keys span many of each;
 /// everything retained; no grace period.
@@ -85,9 +110,7 @@ pub(crate) async fn apply(
 ) {
     for c in &commands {
         match c {
-            Command::Put { key, value } => {
-                model.insert(key.clone(), value.clone());
-            }
+            Command::Put { key, value } => model_put(model, key, value, index),
             Command::Delete { key } => {
                 model.remove(key);
             }
@@ -103,6 +126,25 @@ pub(crate) async fn apply(
                 }
             }
             Command::DeletePrefix { prefix } => model.retain(|k, _| !k.starts_with(prefix)),
+            Command::Txn(txn) => {
+                let holds = txn.compares.iter().all(|c| {
+                    let now = model.get(&c.key).map_or(0, |r| r.mod_revision);
+                    match c.target {
+                        Target::ModRevision(want) => now == want,
+                        Target::Exists(want) => (now != 0) == want,
+                        _ => unreachable!("the histories compare mod revisions and absence"),
+                    }
+                });
+                for op in if holds { &txn.success } else { &txn.failure } {
+                    match op {
+                        TxnOp::Put { key, value } => model_put(model, key, value, index),
+                        TxnOp::Delete { key } => {
+                            model.remove(key);
+                        }
+                        _ => unreachable!("the histories' transactions put and delete"),
+                    }
+                }
+            }
             Command::SetPolicy(_) => unreachable!("the model's histories have no rollouts"),
         }
     }
@@ -124,7 +166,25 @@ pub(crate) fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
                 key: key(rng),
                 value: vec![rng.below(256) as u8; rng.below(60) as usize],
             },
-            14..=17 => Command::Delete { key: key(rng) },
+            14..=16 => Command::Delete { key: key(rng) },
+            // A guarded write: on a key's mod revision (often the current
+            // one, as a save does: the model decides) or its absence.
+            17 => {
+                let k = key(rng);
+                let compare = if rng.below(2) == 0 {
+                    Compare::absent(k.clone())
+                } else {
+                    Compare::mod_revision(k.clone(), rng.below(40))
+                };
+                Command::Txn(Txn {
+                    compares: vec![compare],
+                    success: vec![TxnOp::Put {
+                        key: k.clone(),
+                        value: vec![7; rng.below(30) as usize],
+                    }],
+                    failure: vec![TxnOp::Delete { key: key(rng) }],
+                })
+            }
             18 => Command::DeletePrefix {
                 prefix: format!("k/{}/", rng.below(4)).into_bytes(),
             },
@@ -139,12 +199,17 @@ pub(crate) fn random_commands(rng: &mut Rng, n: usize) -> Vec<Command> {
         .collect()
 }
 
+/// Whether a restored state holds exactly the model's keys, values and
+/// revisions.
 pub(crate) fn same(state: &ramrod::internals::snapshot::KvMap, model: &Model) -> bool {
     state.len() == model.len()
-        && state
-            .iter()
-            .zip(model.iter())
-            .all(|((k, v), (mk, mv))| k[..] == mk[..] && v[..] == mv[..])
+        && state.iter().zip(model.iter()).all(|((k, v), (mk, m))| {
+            let kv = decode_record(k, v);
+            k[..] == mk[..]
+                && kv.value[..] == m.value[..]
+                && (kv.create_revision, kv.mod_revision, kv.version)
+                    == (m.create_revision, m.mod_revision, m.version)
+        })
 }
 
 /// Runs a random history with snapshots of random kinds at random points,
@@ -267,7 +332,8 @@ fn damaged_snapshots_are_detected_and_skipped() {
         ("missing segment", "does not exist"),
         ("garbage manifest", "not a ramrod snapshot manifest"),
         ("unknown manifest version", "unknown manifest version 9"),
-        ("unknown segment version", "unknown segment version 2"),
+        ("unknown segment version", "unknown segment version 3"),
+        ("format 1 segment", "written before keys carried revisions"),
     ];
     for s in all_stores() {
         for (case, expect) in cases {
@@ -302,12 +368,12 @@ fn damaged_snapshots_are_detected_and_skipped() {
                         b[4] = 9;
                         replace_manifest(store, &m3, b).await;
                     }
-                    "unknown segment version" => {
-                        // A well-formed segment of a future version, under its
-                        // own hash, referenced by a valid manifest.
+                    "unknown segment version" | "format 1 segment" => {
+                        // A well-formed segment of another version, under
+                        // its own hash, referenced by a valid manifest.
                         let old = store.get_segment(&newest).await.unwrap().to_vec();
                         let mut b = old.clone();
-                        b[4] = 2;
+                        b[4] = if *case == "format 1 segment" { 1 } else { 3 };
                         let crc = crc32c::crc32c(&b[..20]);
                         b[20..24].copy_from_slice(&crc.to_le_bytes());
                         let name = ramrod::internals::snapshot::segment::name_of(&b);
@@ -355,6 +421,24 @@ fn damaged_snapshots_are_detected_and_skipped() {
             assert!(sm.is_empty() && sm.last_applied().is_none());
         });
     }
+}
+
+/// A snapshot of format 1 (written before keys carried revisions) is not
+/// damage to skip past: the state machine refuses to open on it, naming
+/// the format, instead of starting without that state.
+#[test]
+fn a_format_1_snapshot_stops_the_open_with_a_clear_message() {
+    rt().block_on(async {
+        let s = dir_store();
+        let (_s1, _s2, s3, _) = three_snapshots(&s.store).await;
+        let mut b = s3.encode();
+        b[4] = 1;
+        replace_manifest(&s.store, &format!("c/{}", s3.id), b).await;
+        let snaps = Arc::new(Snapshots::new(s.store.clone(), "c", small()));
+        let e = KvStateMachine::open(snaps).await.unwrap_err().to_string();
+        assert!(e.contains("format 1") && e.contains(&s3.id), "{e}");
+        assert!(e.contains("catch up from its cluster"), "{e}");
+    });
 }
 
 /// Applying goes on while a full snapshot of a large state is written, and

@@ -211,6 +211,27 @@ impl NodeBuilder {
         self
     }
 
+    /// Also serve the client and admin API on a unix socket at `path`
+    /// (mode 0600; removed on shutdown; a stale one is replaced).
+    pub fn listen_unix(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.listen_unix = Some(path.into());
+        self
+    }
+
+    /// Marks the node as joining a running cluster: it refuses to
+    /// [`initialize`](super::NodeHandle::initialize) one, and waits for the
+    /// leader to add it ([`add_member`](super::NodeHandle::add_member)).
+    pub fn join(mut self, join: bool) -> Self {
+        self.config.join = join;
+        self
+    }
+
+    /// How much change history watchers get.
+    pub fn watch(mut self, watch: crate::config::WatchConfig) -> Self {
+        self.config.watch = watch;
+        self
+    }
+
     /// The admin API's bearer token (at least 8 characters); without one the
     /// admin API answers 403.
     pub fn token(mut self, token: impl Into<String>) -> Self {

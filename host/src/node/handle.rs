@@ -20,9 +20,13 @@ use super::raft_rpc::SentBytes;
 use super::status::{PolicyStatus, SnapshotInfo, Status};
 use crate::log_store::LogStore;
 use crate::policy::{PolicyError, dry_run};
-use crate::raft::{Command, NodeId, PolicySpec, Request, TypeConfig};
+use crate::raft::{
+    Command, Compare, KeyValue, Listing, MAX_LIST_LIMIT, MAX_TXN_COMPARES, MAX_TXN_OPS, NodeId,
+    OpResult, PolicySpec, Request, Txn, TxnOp, TxnResult, TypeConfig,
+};
 use crate::sdk::Clamp;
 use crate::snapshot::SnapshotKind;
+use crate::state_machine::{Filter, WatchError, Watcher};
 use crate::state_machine::{KvStateMachine, is_reserved};
 
 /// The largest request (keys and values of one write or batch) accepted.
@@ -70,6 +74,19 @@ pub enum OpError {
         /// How long.
         after: Duration,
     },
+    /// A guarded write's condition did not hold; nothing was written.
+    #[error(
+        "the guard failed: the key's mod revision is {mod_revision} (0: absent), the store's revision {revision}"
+    )]
+    GuardFailed {
+        /// The store's revision when the guard was evaluated.
+        revision: u64,
+        /// The key's mod revision then (0: the key was absent).
+        mod_revision: u64,
+    },
+    /// A watch could not start.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     /// Raft could not serve the request (no quorum, a storage error).
     #[error("raft: {0}")]
     Raft(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -142,15 +159,7 @@ impl Op {
     }
 
     fn into_command(self) -> Result<(Command, usize), OpError> {
-        let reserved = |k: &[u8]| {
-            if is_reserved(k) {
-                Err(OpError::Invalid(
-                    "keys that start with byte 0xFF are reserved for ramrod".into(),
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let reserved = |k: &[u8]| not_reserved(k, "");
         Ok(match self {
             Op::Put { key, value } => {
                 reserved(&key)?;
@@ -174,13 +183,132 @@ impl Op {
     }
 }
 
+/// Refuses a reserved key, naming where it was (`what`).
+fn not_reserved(key: &[u8], what: &str) -> Result<(), OpError> {
+    if is_reserved(key) {
+        Err(OpError::Invalid(format!(
+            "{what}keys that start with byte 0xFF are reserved for ramrod"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a transaction before it is proposed: limits, reserved keys,
+/// compares that cannot be evaluated, list limits, size. Messages name the
+/// compare or operation at fault (`compare[0]`, `success[2]`, ...).
+pub(crate) fn check_txn(txn: &Txn) -> Result<(), OpError> {
+    if txn.compares.len() > MAX_TXN_COMPARES {
+        return Err(OpError::Invalid(format!(
+            "compare: a transaction holds at most {MAX_TXN_COMPARES} compares; this one has {}",
+            txn.compares.len()
+        )));
+    }
+    let mut size = 0;
+    for (i, c) in txn.compares.iter().enumerate() {
+        not_reserved(&c.key, &format!("compare[{i}]: "))?;
+        if let Some(p) = c.problem() {
+            return Err(OpError::Invalid(format!("compare[{i}]: {p}")));
+        }
+        size += c.key.len()
+            + match &c.target {
+                crate::raft::Target::Value(v) => v.len(),
+                _ => 8,
+            };
+    }
+    for (branch, ops) in [("success", &txn.success), ("failure", &txn.failure)] {
+        if ops.len() > MAX_TXN_OPS {
+            return Err(OpError::Invalid(format!(
+                "{branch}: a branch holds at most {MAX_TXN_OPS} operations; this one has {}",
+                ops.len()
+            )));
+        }
+        for (i, op) in ops.iter().enumerate() {
+            let at = format!("{branch}[{i}]: ");
+            match op {
+                TxnOp::Put { key, value } => {
+                    not_reserved(key, &at)?;
+                    size += key.len() + value.len();
+                }
+                TxnOp::Delete { key } | TxnOp::Get { key } => {
+                    not_reserved(key, &at)?;
+                    size += key.len();
+                }
+                TxnOp::DeletePrefix { prefix } => size += prefix.len(),
+                TxnOp::List { prefix, limit } => {
+                    if *limit as usize > MAX_LIST_LIMIT {
+                        return Err(OpError::Invalid(format!(
+                            "{at}limit must be at most {MAX_LIST_LIMIT}"
+                        )));
+                    }
+                    size += prefix.len();
+                }
+            }
+        }
+    }
+    if size > MAX_REQUEST_BYTES {
+        return Err(OpError::Invalid(format!(
+            "the transaction holds {size} bytes of keys and values; at most {MAX_REQUEST_BYTES} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// The condition of a guarded single-key write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// The key's mod revision is this (0: the key is absent).
+    ModRevision(u64),
+    /// The key is absent.
+    Absent,
+}
+
+impl Guard {
+    fn compare(self, key: &[u8]) -> Compare {
+        match self {
+            Guard::ModRevision(r) => Compare::mod_revision(key, r),
+            Guard::Absent => Compare::absent(key),
+        }
+    }
+}
+
 /// What a write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
-    /// The log index it was applied at.
+    /// The log index it was applied at: the revision of its changes.
     pub index: u64,
     /// Keys written or removed.
     pub changed_keys: u64,
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Where the others reach it (`host:port`).
+    pub addr: String,
+}
+
+/// The cluster's members as a node knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// The voters.
+    pub voters: Vec<Member>,
+    /// The learners (catching up before they vote).
+    pub learners: Vec<Member>,
+    /// A membership change is in progress (a joint configuration).
+    pub changing: bool,
+}
+
+/// An openraft membership change's error as an [`OpError`].
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> OpError {
+    OpError::raft(e, |api| match api {
+        ClientWriteError::ForwardToLeader(f) => Some(OpError::forward(f)),
+        ClientWriteError::ChangeMembershipError(c) => Some(OpError::Invalid(c.to_string())),
+    })
 }
 
 /// Where a policy swap applies.
@@ -232,6 +360,14 @@ pub struct Parts {
     pub addr: Option<SocketAddr>,
     /// The members [`NodeHandle::initialize`] creates the cluster with.
     pub members: BTreeMap<NodeId, BasicNode>,
+    /// The node joins a running cluster: it never creates one.
+    pub join: bool,
+    /// The node is handing its leadership over (before its removal):
+    /// writes are refused meanwhile.
+    pub handing_over: Arc<std::sync::atomic::AtomicBool>,
+    /// Who sent the last snapshot install (see
+    /// [`LeaderHint`](super::raft_rpc::LeaderHint)).
+    pub leader_hint: super::raft_rpc::LeaderHint,
 }
 
 impl std::fmt::Debug for Parts {
@@ -294,9 +430,15 @@ impl NodeHandle {
     ///
     /// # Errors
     /// [`OpError::AlreadyInitialized`] when the cluster exists (this node
-    /// has a log or a membership already); [`OpError::Shutdown`].
+    /// has a log or a membership already); [`OpError::Invalid`] on a node
+    /// configured to join one; [`OpError::Shutdown`].
     pub async fn initialize(&self) -> Result<(), OpError> {
         let parts = self.parts()?;
+        if parts.join {
+            return Err(OpError::Invalid(
+                "this node is configured to join a running cluster (`join = true`): add it with `ramrod members add` on the cluster instead".into(),
+            ));
+        }
         parts
             .raft
             .initialize(parts.members.clone())
@@ -394,16 +536,31 @@ impl NodeHandle {
     }
 
     async fn write(&self, req: Request) -> Result<Written, OpError> {
-        let r = self.parts()?.raft.client_write(req).await.map_err(|e| {
+        Ok(self.write_full(req).await?.1)
+    }
+
+    async fn write_full(&self, req: Request) -> Result<(Option<TxnResult>, Written), OpError> {
+        let parts = self.parts()?;
+        if parts
+            .handing_over
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(OpError::NotLeader {
+                leader: None,
+                leader_addr: None,
+            });
+        }
+        let r = parts.raft.client_write(req).await.map_err(|e| {
             OpError::raft(e, |api| match api {
                 ClientWriteError::ForwardToLeader(f) => Some(OpError::forward(f)),
                 ClientWriteError::ChangeMembershipError(_) => None,
             })
         })?;
-        Ok(Written {
+        let written = Written {
             index: r.log_id.index,
             changed_keys: r.data.changed_keys,
-        })
+        };
+        Ok((r.data.txn, written))
     }
 
     /// Waits until this node may serve a linearizable read (it is the
@@ -467,6 +624,310 @@ impl NodeHandle {
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, OpError> {
         Ok(self.parts()?.sm.scan_prefix_after(prefix, after, limit))
+    }
+
+    /// The record (value and revisions) of `key`, linearizable (on the
+    /// leader).
+    ///
+    /// # Errors
+    /// As [`linearizable`](Self::linearizable).
+    pub async fn get_kv(&self, key: &[u8]) -> Result<Option<KeyValue>, OpError> {
+        self.linearizable().await?;
+        self.get_kv_local(key)
+    }
+
+    /// [`get_kv`](Self::get_kv) of this node's state as it is (any node).
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub fn get_kv_local(&self, key: &[u8]) -> Result<Option<KeyValue>, OpError> {
+        Ok(self.parts()?.sm.get_kv(key))
+    }
+
+    /// Up to `limit` records whose key starts with `prefix`, after `after`,
+    /// in key order, with the revision they were read at (watch from it to
+    /// miss nothing); linearizable (on the leader).
+    ///
+    /// # Errors
+    /// As [`linearizable`](Self::linearizable); [`OpError::Invalid`] for a
+    /// limit over [`MAX_LIST_LIMIT`].
+    pub async fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Listing, OpError> {
+        self.linearizable().await?;
+        self.list_local(prefix, after, limit)
+    }
+
+    /// [`list`](Self::list) of this node's state as it is (any node).
+    ///
+    /// # Errors
+    /// [`OpError::Invalid`] for a limit over [`MAX_LIST_LIMIT`];
+    /// [`OpError::Shutdown`].
+    pub fn list_local(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Listing, OpError> {
+        if limit > MAX_LIST_LIMIT {
+            return Err(OpError::Invalid(format!(
+                "limit must be at most {MAX_LIST_LIMIT}"
+            )));
+        }
+        Ok(self.parts()?.sm.list(prefix, after, limit))
+    }
+
+    /// Runs a guarded transaction as one Raft entry (on the leader): if
+    /// every compare holds, its `success` operations apply, else its
+    /// `failure` ones; atomically and linearizably.
+    ///
+    /// # Errors
+    /// [`OpError::Invalid`] naming the compare or operation at fault (limits
+    /// [`MAX_TXN_COMPARES`] and [`MAX_TXN_OPS`], reserved keys, list limits,
+    /// size); as [`put`](Self::put).
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResult, OpError> {
+        check_txn(&txn)?;
+        let (r, _) = self
+            .write_full(Request {
+                commands: vec![Command::Txn(txn)],
+            })
+            .await?;
+        r.ok_or_else(|| OpError::Raft("a transaction entry applied without a result".into()))
+    }
+
+    /// Sets `key` to `value` if `guard` holds (one read-compare-write step).
+    ///
+    /// # Errors
+    /// [`OpError::GuardFailed`] with the key's current mod revision when it
+    /// does not (nothing is written); as [`put`](Self::put).
+    pub async fn put_if(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        guard: Guard,
+    ) -> Result<Written, OpError> {
+        let key = key.into();
+        let value = value.into();
+        self.guarded(
+            guard,
+            &key,
+            TxnOp::Put {
+                key: key.clone(),
+                value,
+            },
+        )
+        .await
+    }
+
+    /// Removes `key` if `guard` holds.
+    ///
+    /// # Errors
+    /// As [`put_if`](Self::put_if).
+    pub async fn delete_if(
+        &self,
+        key: impl Into<Vec<u8>>,
+        guard: Guard,
+    ) -> Result<Written, OpError> {
+        let key = key.into();
+        self.guarded(guard, &key, TxnOp::Delete { key: key.clone() })
+            .await
+    }
+
+    async fn guarded(&self, guard: Guard, key: &[u8], op: TxnOp) -> Result<Written, OpError> {
+        let r = self
+            .txn(Txn {
+                compares: vec![guard.compare(key)],
+                success: vec![op],
+                failure: vec![TxnOp::Get { key: key.to_vec() }],
+            })
+            .await?;
+        if r.succeeded {
+            let changed_keys = match r.results.first() {
+                Some(OpResult::Delete { deleted }) => *deleted,
+                _ => 1,
+            };
+            return Ok(Written {
+                index: r.revision,
+                changed_keys,
+            });
+        }
+        let mod_revision = match r.results.first() {
+            Some(OpResult::Get { kv }) => kv.as_ref().map_or(0, |kv| kv.mod_revision),
+            _ => 0,
+        };
+        Err(OpError::GuardFailed {
+            revision: r.revision,
+            mod_revision,
+        })
+    }
+
+    /// Watches the keys `filter` selects: every change after revision
+    /// `from` (`None`: from now), exactly once, in revision order, with
+    /// progress reports. Any node serves it from its own applied state: on
+    /// a follower the changes come as that node applies them (in order,
+    /// possibly behind the leader; progress says how far it is).
+    ///
+    /// # Errors
+    /// [`OpError::Watch`] with [`WatchError::Compacted`] when this node no
+    /// longer holds the changes after `from` (list again, then watch from
+    /// the listing's revision); [`OpError::Shutdown`].
+    pub fn watch(&self, filter: Filter, from: Option<u64>) -> Result<Watcher, OpError> {
+        Ok(self.parts()?.sm.watch(filter, from)?)
+    }
+
+    /// The store's revision on this node: the index of the last entry it
+    /// applied.
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub fn revision(&self) -> Result<u64, OpError> {
+        Ok(self.parts()?.sm.revision())
+    }
+
+    /// The cluster's members as this node knows them (any node).
+    ///
+    /// # Errors
+    /// [`OpError::Shutdown`].
+    pub fn members(&self) -> Result<Members, OpError> {
+        let parts = self.parts()?;
+        let m = parts.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let member = |id: NodeId| Member {
+            id,
+            addr: membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default(),
+        };
+        Ok(Members {
+            leader: m.current_leader,
+            voters: membership.voter_ids().map(member).collect(),
+            learners: membership.learner_ids().map(member).collect(),
+            changing: membership.get_joint_config().len() > 1,
+        })
+    }
+
+    /// Adds node `id`, reachable at `addr` (`host:port`), to the cluster
+    /// (on the leader): first as a learner, which catches up through the
+    /// snapshot chain and the log (fetching only the segments it lacks),
+    /// then as a voter. Returns once it votes. The new node starts empty,
+    /// configured to join ([`NodeBuilder::join`](super::NodeBuilder::join)).
+    ///
+    /// # Errors
+    /// [`OpError::Invalid`] for id 0, an address that is not `host:port`,
+    /// or a node that votes already; [`OpError::NotLeader`] on a follower.
+    pub async fn add_member(&self, id: NodeId, addr: &str) -> Result<Members, OpError> {
+        if id == 0 {
+            return Err(OpError::Invalid("id: a node id is not 0".into()));
+        }
+        if addr.parse::<SocketAddr>().is_err() {
+            return Err(OpError::Invalid(format!("addr: {addr:?} is not host:port")));
+        }
+        if self.members()?.voters.iter().any(|m| m.id == id) {
+            return Err(OpError::Invalid(format!(
+                "id: node {id} is a voter already"
+            )));
+        }
+        let parts = self.parts()?;
+        parts
+            .raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map_err(membership_error)?;
+        parts
+            .raft
+            .change_membership(
+                openraft::ChangeMembers::AddVoterIds(std::iter::once(id).collect()),
+                false,
+            )
+            .await
+            .map_err(membership_error)?;
+        self.members()
+    }
+
+    /// Removes node `id` from the cluster (on the leader). Removing the
+    /// leader itself first hands leadership to another voter: this node
+    /// stops taking writes and heartbeats until one is elected, then answers
+    /// [`OpError::NotLeader`] naming it, where the removal is to be asked
+    /// for again (the HTTP client does this by itself). A removed node
+    /// takes no writes; shut it down.
+    ///
+    /// # Errors
+    /// [`OpError::Invalid`] for a node that is not a member or the last
+    /// voter; [`OpError::NotLeader`] as above or on a follower;
+    /// [`OpError::Timeout`] if no other voter took over.
+    pub async fn remove_member(&self, id: NodeId) -> Result<Members, OpError> {
+        let members = self.members()?;
+        let voter = members.voters.iter().any(|m| m.id == id);
+        if !voter && !members.learners.iter().any(|m| m.id == id) {
+            return Err(OpError::Invalid(format!("id: node {id} is not a member")));
+        }
+        if voter && members.voters.len() == 1 {
+            return Err(OpError::Invalid(format!(
+                "id: node {id} is the last voter; a cluster needs one"
+            )));
+        }
+        let parts = self.parts()?;
+        if id == self.id && members.leader == Some(self.id) {
+            return Err(self.hand_over(&parts).await);
+        }
+        let ids = std::iter::once(id).collect();
+        let change = if voter {
+            openraft::ChangeMembers::RemoveVoters(ids)
+        } else {
+            openraft::ChangeMembers::RemoveNodes(ids)
+        };
+        parts
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_error)?;
+        self.members()
+    }
+
+    /// Hands this leader's leadership over: no writes and no heartbeats
+    /// until the other voters elect one of themselves; the answer names it.
+    async fn hand_over(&self, parts: &Parts) -> OpError {
+        use std::sync::atomic::Ordering;
+        parts.handing_over.store(true, Ordering::Release);
+        let config = parts.raft.runtime_config();
+        config.heartbeat(false);
+        let me = self.id;
+        let timeout = Duration::from_secs(30);
+        let waited = parts
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another leader",
+            )
+            .await;
+        config.heartbeat(true);
+        parts.handing_over.store(false, Ordering::Release);
+        match waited {
+            Ok(m) => {
+                let leader = m.current_leader;
+                let leader_addr = leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                tracing::info!(?leader, "handed leadership over before this node's removal");
+                OpError::NotLeader {
+                    leader,
+                    leader_addr,
+                }
+            }
+            Err(openraft::metrics::WaitError::ShuttingDown) => OpError::Shutdown,
+            Err(openraft::metrics::WaitError::Timeout(..)) => OpError::Timeout {
+                what: "another voter to take the leadership over",
+                after: timeout,
+            },
+        }
     }
 
     /// Role, term, log and snapshot facts, policy, controller counters and

@@ -20,13 +20,14 @@ pub mod handle;
 pub mod http;
 pub mod metrics;
 pub mod raft_rpc;
+mod socket;
 mod start;
 pub mod status;
 
 use std::path::PathBuf;
 
 pub use builder::{Endpoints, Listen, NodeBuilder, PolicyChoice, SnapshotStoreSpec};
-pub use handle::{NodeHandle, Op, OpError, Scope, Swapped, Written};
+pub use handle::{Guard, Member, Members, NodeHandle, Op, OpError, Scope, Swapped, Written};
 pub use status::{PolicyStatus, SnapshotInfo, SnapshotSummary, Status};
 
 use crate::config::NodeConfig;
@@ -62,6 +63,14 @@ pub enum NodeError {
     /// The first policy could not be loaded.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// The unix socket (`listen-unix`) could not be bound.
+    #[error("listening on unix socket {}: {source}", path.display())]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -103,10 +112,13 @@ pub struct Node {
     parts: std::sync::Arc<handle::Parts>,
     handle: NodeHandle,
     controller_task: tokio::task::JoinHandle<()>,
-    server: Option<(
+    /// The HTTP servers (TCP, unix socket) and what stops each.
+    servers: Vec<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// The unix socket file to remove once the servers have stopped.
+    socket: Option<socket::SocketFile>,
 }
 
 impl std::ops::Deref for Node {
@@ -137,8 +149,9 @@ impl Node {
         self.handle.clone()
     }
 
-    /// Stops the HTTP server, the controller (aborting a snapshot build) and
-    /// Raft, and flushes the log. Operations on handles after this fail
+    /// Ends open watches, stops the HTTP servers (removing the unix socket),
+    /// the controller (aborting a snapshot build) and Raft, and flushes the
+    /// log. Operations on handles after this fail
     /// with [`OpError::Shutdown`]; the stores are closed once the calls in
     /// flight on handles have returned.
     pub async fn shutdown(self) {
@@ -146,20 +159,30 @@ impl Node {
             parts,
             handle: _,
             controller_task,
-            server,
+            servers,
+            socket,
         } = self;
-        let server = server.map(|(stop, task)| {
-            let _ = stop.send(());
-            task
-        });
+        // Watch streams end with a reason first: the servers' graceful
+        // shutdown waits for open answers.
+        parts.sm.close_watches();
+        let servers: Vec<_> = servers
+            .into_iter()
+            .map(|(stop, task)| {
+                let _ = stop.send(());
+                task
+            })
+            .collect();
         // No snapshot is written once the controller has stopped.
         parts.controller.stop().await;
         let _ = controller_task.await;
         if let Err(e) = parts.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        if let Some(task) = server {
+        for task in servers {
             let _ = task.await;
+        }
+        if let Some(s) = socket {
+            s.remove();
         }
         let _ = parts.log.flush().await;
         // The last strong reference: dropping it closes the stores, so the

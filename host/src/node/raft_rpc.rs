@@ -307,7 +307,13 @@ impl RaftNetwork<TypeConfig> for HttpClient {
 pub struct LeaderSource {
     client: reqwest::Client,
     metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    hint: LeaderHint,
 }
+
+/// The address of the node that sent the last snapshot install: a node
+/// that joins with nothing does not know its leader's address from its
+/// own membership until the snapshot is in.
+pub type LeaderHint = Arc<std::sync::Mutex<Option<String>>>;
 
 impl LeaderSource {
     /// A source that follows `metrics` to find the leader.
@@ -317,6 +323,7 @@ impl LeaderSource {
     pub fn new(
         metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
         timeout: Duration,
+        hint: LeaderHint,
     ) -> Self {
         LeaderSource {
             client: reqwest::Client::builder()
@@ -324,16 +331,21 @@ impl LeaderSource {
                 .build()
                 .expect("a plain HTTP client builds"),
             metrics,
+            hint,
         }
     }
 
     fn leader_addr(&self) -> Option<String> {
-        let m = self.metrics.borrow();
-        let leader = m.current_leader?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
+        let known = {
+            let m = self.metrics.borrow();
+            m.current_leader.and_then(|leader| {
+                m.membership_config
+                    .membership()
+                    .get_node(&leader)
+                    .map(|n| n.addr.clone())
+            })
+        };
+        known.or_else(|| self.hint.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }
 
@@ -512,8 +524,20 @@ mod server {
 
     pub(super) async fn snapshot(State(node): Node, body: Bytes) -> Response {
         let Ok(p) = node.parts() else { return gone() };
-        match decode(&body) {
-            Ok(req) => reply(&p.raft.install_snapshot(req).await),
+        match decode::<openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig>>(&body) {
+            Ok(req) => {
+                let sender = req.vote.leader_id().voted_for();
+                if let Some(addr) = sender.and_then(|id| {
+                    req.meta
+                        .last_membership
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                }) {
+                    *p.leader_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+                }
+                reply(&p.raft.install_snapshot(req).await)
+            }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
     }

@@ -56,6 +56,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     let snaps = Arc::new(Snapshots::new(store, &group, config.snapshots.clone()));
     let started = Instant::now();
     let (sm, report) = KvStateMachine::open(snaps).await?;
+    sm.set_watch_limits(config.watch.limits());
     let restore_ms = started.elapsed().as_millis() as u64;
     for (name, why) in &report.skipped {
         tracing::warn!(snapshot = %name, reason = %why, "skipped a damaged snapshot at start-up");
@@ -81,6 +82,20 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
                 .map_err(|source| NodeError::Listen { addr, source })?;
             Some(l)
         }
+    };
+    let unix = match &config.listen_unix {
+        Some(_) if endpoints == Endpoints::RaftOnly => {
+            return Err(NodeError::Config {
+                reason: "`listen-unix` serves the client and admin API, which a Raft-only node does not have".into(),
+            });
+        }
+        Some(path) => Some(
+            super::socket::bind(path).map_err(|source| NodeError::Socket {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
     };
     let addr = match &listener {
         Some(l) => Some(l.local_addr().map_err(|source| NodeError::Listen {
@@ -123,9 +138,11 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     .map_err(|e| NodeError::Raft(Box::new(e)))?;
     // A follower installing a snapshot fetches the segments its store
     // lacks from the leader.
+    let leader_hint = raft_rpc::LeaderHint::default();
     sm.set_segment_source(Some(Arc::new(raft_rpc::LeaderSource::new(
         raft.metrics(),
         Duration::from_millis(t.install_timeout_ms),
+        leader_hint.clone(),
     ))));
     let loaded = report.loaded.as_ref();
     let recovery = Arc::new(Recovery {
@@ -165,27 +182,58 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         sent,
         addr,
         members,
+        join: config.join,
+        handing_over: Default::default(),
+        leader_hint,
     });
     let handle = NodeHandle::new(&parts);
-    let server = listener.map(|listener| {
-        let app = http::router(handle.clone(), endpoints, config.token.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
-        (stop, task)
-    });
+    let app = http::router(handle.clone(), endpoints, config.token.clone());
+    let mut servers = Vec::new();
+    if let Some(listener) = listener {
+        servers.push(serve(listener, app.clone()));
+    }
+    let mut socket = None;
+    if let Some(bound) = unix {
+        socket = Some(bound.remover());
+        let path = bound.path().to_path_buf();
+        let listener = bound
+            .listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(bound.listener))
+            .map_err(|source| NodeError::Socket { path, source })?;
+        servers.push(serve(listener, app));
+    }
     Ok(Node {
         parts,
         handle,
         controller_task,
-        server,
+        servers,
+        socket,
     })
+}
+
+/// Serves `app` on `listener` until the returned sender fires (or drops).
+fn serve<L>(
+    listener: L,
+    app: axum::Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    (stop, task)
 }
 
 /// The policy host with the node's first policy in: the one the state holds

@@ -6,6 +6,12 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+mod txn;
+pub use txn::{
+    Compare, CompareOp, KeyValue, Listing, MAX_LIST_LIMIT, MAX_TXN_COMPARES, MAX_TXN_OPS, OpResult,
+    Target, Txn, TxnOp, TxnResult,
+};
+
 openraft::declare_raft_types!(
     /// ramrod's Raft types: `u64` node ids, nodes addressed by a string, KV
     /// command batches as entries.
@@ -65,6 +71,9 @@ pub enum Command {
     /// index on (a cluster-wide rollout). Only the admin API proposes it,
     /// after validating the module.
     SetPolicy(PolicySpec),
+    /// A guarded transaction ([`Txn`]): its compares are evaluated as the
+    /// entry applies, then one branch runs.
+    Txn(Txn),
 }
 
 /// A compaction policy as the cluster's state holds it: the component
@@ -129,4 +138,6 @@ impl Request {
 pub struct Response {
     /// Keys written or removed.
     pub changed_keys: u64,
+    /// What a transaction did (its entry held one).
+    pub txn: Option<TxnResult>,
 }

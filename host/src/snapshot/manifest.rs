@@ -3,9 +3,13 @@
 //! came from.
 //!
 //! ```text
-//! magic u32 LE = "RMAN" | version u8 = 1 | reserved [u8; 3] = 0
+//! magic u32 LE = "RMAN" | version u8 = 2 | reserved [u8; 3] = 0
 //! | body_len u32 LE | crc32c u32 LE (of the body) | body (JSON)
 //! ```
+//!
+//! Format 2 snapshots hold keys with their revisions; a format 1 manifest
+//! (written before revisions) is refused with [`OLD_FORMAT`], and a node
+//! does not start on it (it would otherwise start without that state).
 //!
 //! The body is JSON so that an operator can read a manifest with any tool;
 //! the frame makes damage and unknown versions clear errors.
@@ -15,7 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::raft::{LogId, NodeId};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"RMAN");
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+
+/// Why a format 1 snapshot is refused.
+pub const OLD_FORMAT: &str = "snapshot format 1 was written before keys carried revisions; \
+this build reads format 2. Move the snapshot directory (or prefix) aside and let the node \
+catch up from its cluster, or read it with the release that wrote it";
 const HEADER: usize = 16;
 
 /// Whether a snapshot holds the whole state or the changes since its parent:
@@ -133,6 +142,9 @@ impl Manifest {
         if u32_at(0) != MAGIC {
             return Err("not a ramrod snapshot manifest".into());
         }
+        if bytes[4] == 1 {
+            return Err(OLD_FORMAT.into());
+        }
         if bytes[4] != VERSION {
             return Err(format!("unknown manifest version {}", bytes[4]));
         }
@@ -198,6 +210,8 @@ mod tests {
         let mut v = b.clone();
         v[4] = 9;
         assert!(Manifest::decode(&v).unwrap_err().contains("version 9"));
+        v[4] = 1;
+        assert_eq!(Manifest::decode(&v).unwrap_err(), OLD_FORMAT);
         assert!(Manifest::decode(b"garbage garbage garbage").is_err());
     }
 }

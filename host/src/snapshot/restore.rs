@@ -168,7 +168,9 @@ impl Snapshots {
     /// do not are reported and skipped, never loaded.
     ///
     /// # Errors
-    /// Only if the store cannot list; damaged snapshots are skipped.
+    /// If the store cannot list, or holds a snapshot of format 1 (written
+    /// before revisions: [`manifest::OLD_FORMAT`]); damaged snapshots are
+    /// skipped.
     pub async fn restore_latest(&self) -> Result<RestoreReport, SnapshotError> {
         let mut report = RestoreReport::default();
         for name in self.names().await? {
@@ -180,6 +182,10 @@ impl Snapshots {
                 Ok(loaded) => {
                     report.loaded = Some(loaded);
                     break;
+                }
+                // Not damage: the whole store predates this build.
+                Err(SnapshotError::Manifest { reason, .. }) if reason == manifest::OLD_FORMAT => {
+                    return Err(SnapshotError::Manifest { name, reason });
                 }
                 Err(e) => {
                     tracing::warn!(snapshot = %name, error = %e, "skipping a damaged snapshot");

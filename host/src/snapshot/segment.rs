@@ -2,13 +2,17 @@
 //! compressed blocks, the whole segment named by its blake3 hash.
 //!
 //! ```text
-//! header (24 bytes): magic u32 LE = "RSEG" | version u8 = 1 | reserved [u8; 3] = 0
+//! header (24 bytes): magic u32 LE = "RSEG" | version u8 = 2 | reserved [u8; 3] = 0
 //!                    | block_count u32 LE | record_count u64 LE | crc32c u32 LE (of the 20 bytes before)
 //! block:             raw_len u32 LE | stored_len u32 LE | codec u8 (0 = none, 1 = lz4)
 //!                    | crc32c u32 LE (of the stored bytes) | stored bytes
 //! record (raw):      tag u8 (1 = put, 2 = tombstone) | key_len u32 LE | key
 //!                    | put only: value_len u32 LE | value
 //! ```
+//!
+//! A client key's value is its record: its revisions (create, mod, version;
+//! u64 LE each), then the value (`state_machine::model`). Format 1 (before
+//! revisions) is refused by name.
 //!
 //! Keys are strictly increasing within a segment. The name is the lowercase
 //! hex blake3 of all the segment's bytes, so writing is idempotent and a
@@ -19,7 +23,7 @@
 use bytes::Bytes;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"RSEG");
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 24;
 const BLOCK_HEAD: usize = 13;
 const CODEC_NONE: u8 = 0;
@@ -207,6 +211,12 @@ pub fn read(
     }
     if u32_at(bytes, 0) != Some(MAGIC) {
         return Err(SegmentError::Format("not a ramrod snapshot segment".into()));
+    }
+    if bytes[4] == 1 {
+        return Err(SegmentError::Format(
+            "segment format 1 was written before keys carried revisions; this build reads format 2"
+                .into(),
+        ));
     }
     if bytes[4] != VERSION {
         return Err(SegmentError::Format(format!(

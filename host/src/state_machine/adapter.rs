@@ -73,6 +73,8 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                 policy = Some(p);
             }
         }
+        let (events, revision) = (std::mem::take(&mut inner.events), inner.revision());
+        inner.hub.publish(events, revision);
         drop(inner);
         if let Some(p) = policy {
             tracing::info!(index = p.index, policy = %p.spec.label, "applied a policy rollout");

@@ -26,15 +26,18 @@ mod adapter;
 mod model;
 mod policy;
 mod snapshots;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+pub use model::decode_record;
 pub use policy::{AppliedPolicy, POLICY_KEY, is_reserved};
+pub use watch::{Event, EventKind, Filter, WatchError, WatchLimits, WatchUpdate, Watcher};
 
-use crate::raft::LogId;
+use crate::raft::{KeyValue, Listing, LogId};
 use crate::snapshot::{
     self, Manifest, RestoreReport, SegmentSource, SnapshotError, SnapshotStore, Snapshots,
 };
@@ -110,6 +113,7 @@ impl KvStateMachine {
             inner = Inner::with_state(std::mem::take(&mut loaded.state), loaded.state_hash);
             inner.last_applied = loaded.manifest.last_log_id;
             inner.membership = loaded.manifest.membership.clone();
+            inner.hub = watch::Hub::new(inner.revision(), WatchLimits::default());
             let bytes = loaded.manifest.encode();
             inner.current = Some((loaded.manifest.clone(), bytes));
             report.loaded = Some(loaded);
@@ -141,9 +145,22 @@ impl KvStateMachine {
         &self.shared.snapshots
     }
 
-    /// The value of `key`, if set.
+    /// The value of client key `key`, if set.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.lock().get(key).cloned()
+        self.get_kv(key).map(|kv| kv.value)
+    }
+
+    /// The record (value and revisions) of client key `key`, if set.
+    pub fn get_kv(&self, key: &[u8]) -> Option<KeyValue> {
+        if is_reserved(key) {
+            return None;
+        }
+        self.lock().record(key)
+    }
+
+    /// The reserved key `key`'s value as stored.
+    pub fn get_reserved(&self, key: &[u8]) -> Option<Bytes> {
+        self.lock().get(key).filter(|_| is_reserved(key)).cloned()
     }
 
     /// Up to `limit` pairs whose key starts with `prefix`, in key order.
@@ -159,15 +176,54 @@ impl KvStateMachine {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Vec<(Bytes, Bytes)> {
-        let start = match after {
-            Some(a) if a >= prefix => {
-                let mut k = a.to_vec();
-                k.push(0);
-                Bytes::from(k)
-            }
-            _ => Bytes::copy_from_slice(prefix),
-        };
-        self.lock().scan(&start, |k| k.starts_with(prefix), limit)
+        self.list(prefix, after, limit)
+            .kvs
+            .into_iter()
+            .map(|kv| (Bytes::from(kv.key), kv.value))
+            .collect()
+    }
+
+    /// Up to `limit` records whose key starts with `prefix`, after `after`
+    /// (for paging), in key order, with the revision they were read at.
+    pub fn list(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Listing {
+        let inner = self.lock();
+        let (kvs, more) = inner.list(prefix, after, limit);
+        Listing {
+            kvs,
+            revision: inner.revision(),
+            more,
+        }
+    }
+
+    /// The store's revision: the index of the last applied entry (0 when
+    /// nothing was).
+    pub fn revision(&self) -> u64 {
+        self.lock().revision()
+    }
+
+    /// Watches the keys `filter` selects, from after revision `from`
+    /// (`None`: from now).
+    ///
+    /// # Errors
+    /// [`WatchError::Compacted`] when the history no longer reaches back to
+    /// `from`; [`WatchError::Shutdown`].
+    pub fn watch(&self, filter: Filter, from: Option<u64>) -> Result<Watcher, WatchError> {
+        self.lock().hub.watch(filter, from)
+    }
+
+    /// The oldest revision a watch may start from, and the current one.
+    pub fn watch_bounds(&self) -> (u64, u64) {
+        self.lock().hub.bounds()
+    }
+
+    /// Sets how much history watchers get (at start-up).
+    pub fn set_watch_limits(&self, limits: WatchLimits) {
+        self.lock().hub.set_limits(limits);
+    }
+
+    /// Ends every watcher (the node is shutting down).
+    pub fn close_watches(&self) {
+        self.lock().hub.close();
     }
 
     /// Number of keys (reserved keys not counted).

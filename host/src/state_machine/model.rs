@@ -1,6 +1,12 @@
 //! The KV model: a base map plus an overlay while a snapshot writer holds
 //! the base, the running state hash, the changed-key map, and how commands
-//! apply. Plain data, no I/O, no locks.
+//! (transactions included) apply. Plain data, no I/O, no locks.
+//!
+//! A client key's stored value is its record: the revisions
+//! (`create_revision`, `mod_revision`, `version`, each u64 LE) in front of
+//! the value. So revisions are in every snapshot segment and in the state
+//! hash, and travel, restore and install with the values, through the same
+//! code. Reserved keys hold their value alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +15,8 @@ use bytes::Bytes;
 
 use super::SnapshotStats;
 use super::policy::{AppliedPolicy, POLICY_KEY, is_reserved};
-use crate::raft::{Command, LogId, Request, Response};
+use super::watch::{Event, EventKind, Hub};
+use crate::raft::{Command, KeyValue, LogId, OpResult, Request, Response, Txn, TxnOp, TxnResult};
 use crate::snapshot::{KvMap, Manifest, Membership, entry_hash};
 
 #[derive(Debug, Default)]
@@ -40,9 +47,53 @@ pub(super) struct Inner {
     /// bytes that install fetched.
     pub(super) last_install: Option<(Manifest, u64)>,
     pub(super) stats: SnapshotStats,
+    /// Changes made by the `apply` call running, for watchers.
+    pub(super) events: Vec<Event>,
+    /// Recent changes and the watchers' broadcast.
+    pub(super) hub: Hub,
+}
+
+/// Bytes of revisions in front of a client key's value.
+const RECORD_HEAD: usize = 24;
+
+/// A client key's stored value: its revisions, then the value.
+fn encode_record(create: u64, modified: u64, version: u64, value: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(RECORD_HEAD + value.len());
+    out.extend_from_slice(&create.to_le_bytes());
+    out.extend_from_slice(&modified.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(value);
+    Bytes::from(out)
+}
+
+/// The record of client key `key` from its stored value (a value shorter
+/// than the revisions, which no build writes, reads as a value with none).
+pub fn decode_record(key: &[u8], stored: &Bytes) -> KeyValue {
+    let u = |i: usize| u64::from_le_bytes(stored[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    if stored.len() < RECORD_HEAD {
+        return KeyValue {
+            key: key.to_vec(),
+            value: stored.clone(),
+            create_revision: 0,
+            mod_revision: 0,
+            version: 0,
+        };
+    }
+    KeyValue {
+        key: key.to_vec(),
+        value: stored.slice(RECORD_HEAD..),
+        create_revision: u(0),
+        mod_revision: u(1),
+        version: u(2),
+    }
 }
 
 impl Inner {
+    /// The store's revision: the last applied index.
+    pub(super) fn revision(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index)
+    }
+
     pub(super) fn with_state(state: KvMap, hash: u128) -> Inner {
         Inner {
             len: state.len(),
@@ -89,9 +140,11 @@ impl Inner {
         }
     }
 
-    pub(super) fn put(&mut self, key: Bytes, value: Bytes) -> bool {
-        self.hash = self.hash.wrapping_add(entry_hash(&key, &value));
-        self.bytes += (key.len() + value.len()) as u64;
+    /// Stores `stored` under `key` as it is (a reserved key's value, or a
+    /// record).
+    fn put_stored(&mut self, key: Bytes, stored: Bytes) {
+        self.hash = self.hash.wrapping_add(entry_hash(&key, &stored));
+        self.bytes += (key.len() + stored.len()) as u64;
         match self.get(&key).map(|old| (entry_hash(&key, old), old.len())) {
             Some((old_hash, old_len)) => {
                 self.hash = self.hash.wrapping_sub(old_hash);
@@ -99,12 +152,38 @@ impl Inner {
             }
             None => self.len += 1,
         }
-        self.set(key.clone(), Some(value.clone()));
-        self.dirty.insert(key, Some(value));
-        true
+        self.set(key.clone(), Some(stored.clone()));
+        self.dirty.insert(key, Some(stored));
     }
 
-    pub(super) fn delete(&mut self, key: &[u8]) -> bool {
+    /// The record of client key `key`, if it exists.
+    pub(super) fn record(&self, key: &[u8]) -> Option<KeyValue> {
+        self.get(key).map(|stored| decode_record(key, stored))
+    }
+
+    /// Sets client key `key` to `value` at `revision`; returns the record
+    /// it replaced.
+    fn put(&mut self, key: Bytes, value: &[u8], revision: u64) -> Option<KeyValue> {
+        let prev = self.record(&key);
+        let (create, version) = prev
+            .as_ref()
+            .map_or((revision, 1), |p| (p.create_revision, p.version + 1));
+        self.put_stored(key.clone(), encode_record(create, revision, version, value));
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.to_vec(),
+                value: Bytes::copy_from_slice(value),
+                create_revision: create,
+                mod_revision: revision,
+                version,
+            },
+        });
+        prev
+    }
+
+    /// Removes `key` at `revision`; false if it was not set.
+    fn delete(&mut self, key: &[u8], revision: u64) -> bool {
         let Some((old_hash, old_len)) = self.get(key).map(|old| (entry_hash(key, old), old.len()))
         else {
             return false;
@@ -114,12 +193,63 @@ impl Inner {
         self.len -= 1;
         let key = Bytes::copy_from_slice(key);
         self.set(key.clone(), None);
-        self.dirty.insert(key, None);
+        self.dirty.insert(key.clone(), None);
+        if !is_reserved(&key) {
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.to_vec(),
+                    value: Bytes::new(),
+                    create_revision: 0,
+                    mod_revision: revision,
+                    version: 0,
+                },
+            });
+        }
         true
     }
 
-    pub(super) fn delete_keys(&mut self, keys: Vec<Bytes>) -> u64 {
-        keys.iter().filter(|k| self.delete(k)).count() as u64
+    fn delete_keys(&mut self, keys: Vec<Bytes>, revision: u64) -> u64 {
+        keys.iter().filter(|k| self.delete(k, revision)).count() as u64
+    }
+
+    /// Client keys in `start..end` (`None`: to the end of the prefix).
+    fn keys_from(&self, start: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<Bytes> {
+        self.scan(&Bytes::copy_from_slice(start), keep, usize::MAX)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn delete_prefix(&mut self, prefix: &[u8], revision: u64) -> u64 {
+        let doomed = self.keys_from(prefix, |k| k.starts_with(prefix));
+        self.delete_keys(doomed, revision)
+    }
+
+    /// Up to `limit` records of client keys starting with `prefix` (after
+    /// `after`), and whether more match.
+    pub(super) fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> (Vec<KeyValue>, bool) {
+        let start = match after {
+            Some(a) if a >= prefix => {
+                let mut k = a.to_vec();
+                k.push(0);
+                Bytes::from(k)
+            }
+            _ => Bytes::copy_from_slice(prefix),
+        };
+        let mut page = self.scan(&start, |k| k.starts_with(prefix), limit.saturating_add(1));
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let kvs = page
+            .iter()
+            .map(|(k, stored)| decode_record(k, stored))
+            .collect();
+        (kvs, more)
     }
 
     /// Pairs with keys from `start` (while `keep` holds), base and overlay
@@ -186,54 +316,100 @@ impl Inner {
         self.overlay.is_empty()
     }
 
-    /// Applies the commands of the entry at `index`. Client commands never
-    /// touch reserved keys (scans skip them; puts and deletes of them are
-    /// ignored).
+    /// Applies the commands of the entry at `index` (the revision of every
+    /// change it makes). Client commands never touch reserved keys (scans
+    /// skip them; puts and deletes of them are ignored).
     pub(super) fn apply(&mut self, req: Request, index: u64) -> Response {
-        let mut changed = 0u64;
+        let mut r = Response::default();
         for c in req.commands {
             match c {
                 Command::Put { key, .. } | Command::Delete { key } if is_reserved(&key) => {}
                 Command::Put { key, value } => {
-                    changed += u64::from(self.put(Bytes::from(key), Bytes::from(value)));
+                    self.put(Bytes::from(key), &value, index);
+                    r.changed_keys += 1;
                 }
-                Command::Delete { key } => changed += u64::from(self.delete(&key)),
+                Command::Delete { key } => r.changed_keys += u64::from(self.delete(&key, index)),
                 Command::SetPolicy(spec) => {
                     let applied = AppliedPolicy {
                         index,
                         spec: Arc::new(spec),
                     };
                     let value = postcard::to_allocvec(&applied).expect("a policy serializes");
-                    self.put(Bytes::from_static(POLICY_KEY), Bytes::from(value));
+                    self.put_stored(Bytes::from_static(POLICY_KEY), Bytes::from(value));
                     self.policy_changed = Some(applied);
                 }
                 Command::DeleteRange { start, end } => {
                     if start < end {
-                        let doomed: Vec<Bytes> = self
-                            .scan(&Bytes::from(start), |k| k < &end[..], usize::MAX)
-                            .into_iter()
-                            .map(|(k, _)| k)
-                            .collect();
-                        changed += self.delete_keys(doomed);
+                        let doomed = self.keys_from(&start, |k| k < &end[..]);
+                        r.changed_keys += self.delete_keys(doomed, index);
                     }
                 }
                 Command::DeletePrefix { prefix } => {
-                    let doomed: Vec<Bytes> = self
-                        .scan(
-                            &Bytes::from(prefix.clone()),
-                            |k| k.starts_with(&prefix),
-                            usize::MAX,
-                        )
-                        .into_iter()
-                        .map(|(k, _)| k)
-                        .collect();
-                    changed += self.delete_keys(doomed);
+                    r.changed_keys += self.delete_prefix(&prefix, index);
+                }
+                Command::Txn(txn) => {
+                    let (result, changed) = self.txn(txn, index);
+                    r.changed_keys += changed;
+                    r.txn = Some(result);
                 }
             }
         }
-        Response {
-            changed_keys: changed,
+        r
+    }
+
+    /// Evaluates `txn`'s compares and runs the branch they choose, at
+    /// `index`; returns what it did and how many keys it changed.
+    fn txn(&mut self, txn: Txn, index: u64) -> (TxnResult, u64) {
+        let succeeded = txn.compares.iter().all(|c| {
+            !is_reserved(&c.key) && c.problem().is_none() && c.holds(self.record(&c.key).as_ref())
+        });
+        let ops = if succeeded { txn.success } else { txn.failure };
+        let mut changed = 0;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match op {
+                // Refused before proposing; a reserved key is never touched.
+                TxnOp::Put { key, .. } if is_reserved(&key) => OpResult::Put { prev: None },
+                TxnOp::Delete { key } | TxnOp::DeletePrefix { prefix: key }
+                    if is_reserved(&key) =>
+                {
+                    OpResult::Delete { deleted: 0 }
+                }
+                TxnOp::Get { key } if is_reserved(&key) => OpResult::Get { kv: None },
+                TxnOp::Put { key, value } => {
+                    changed += 1;
+                    OpResult::Put {
+                        prev: self.put(Bytes::from(key), &value, index),
+                    }
+                }
+                TxnOp::Delete { key } => {
+                    let deleted = u64::from(self.delete(&key, index));
+                    changed += deleted;
+                    OpResult::Delete { deleted }
+                }
+                TxnOp::DeletePrefix { prefix } => {
+                    let deleted = self.delete_prefix(&prefix, index);
+                    changed += deleted;
+                    OpResult::Delete { deleted }
+                }
+                TxnOp::Get { key } => OpResult::Get {
+                    kv: self.record(&key),
+                },
+                TxnOp::List { prefix, limit } => {
+                    let limit = (limit as usize).min(crate::raft::MAX_LIST_LIMIT);
+                    let (kvs, more) = self.list(&prefix, None, limit);
+                    OpResult::List { kvs, more }
+                }
+            });
         }
+        (
+            TxnResult {
+                succeeded,
+                results,
+                revision: index,
+            },
+            changed,
+        )
     }
 }
 
@@ -326,5 +502,88 @@ mod tests {
         assert!(inner.merge_some(1) || inner.merge_some(usize::MAX));
         assert_eq!(inner.base.len(), 2);
         assert_eq!(inner.hash, crate::snapshot::state_hash(&inner.base));
+    }
+
+    #[test]
+    fn records_carry_revisions_and_transactions_choose_a_branch() {
+        use crate::raft::{Compare, OpResult, Txn, TxnOp};
+        let mut inner = Inner::default();
+        inner.apply(
+            Request {
+                commands: vec![put("a")],
+            },
+            5,
+        );
+        inner.apply(
+            Request {
+                commands: vec![put("a")],
+            },
+            7,
+        );
+        let a = inner.record(b"a").unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 7, 2));
+        assert_eq!(&a.value[..], b"v");
+        // A save guarded by a stale revision runs the failure branch.
+        let save = |rev| Txn {
+            compares: vec![Compare::mod_revision("a", rev)],
+            success: vec![TxnOp::Put {
+                key: b"a".to_vec(),
+                value: b"w".to_vec(),
+            }],
+            failure: vec![TxnOp::Get { key: b"a".to_vec() }],
+        };
+        let r = inner.apply(
+            Request {
+                commands: vec![Command::Txn(save(5))],
+            },
+            8,
+        );
+        let t = r.txn.unwrap();
+        assert!(!t.succeeded);
+        assert_eq!(
+            t.results,
+            vec![OpResult::Get {
+                kv: Some(a.clone())
+            }]
+        );
+        assert_eq!(r.changed_keys, 0);
+        let r = inner.apply(
+            Request {
+                commands: vec![Command::Txn(save(7))],
+            },
+            9,
+        );
+        assert!(r.txn.unwrap().succeeded);
+        let a = inner.record(b"a").unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 9, 3));
+        // Deleted, then created again: a new life.
+        inner.apply(
+            Request {
+                commands: vec![Command::Delete { key: b"a".to_vec() }],
+            },
+            10,
+        );
+        assert!(inner.record(b"a").is_none());
+        inner.apply(
+            Request {
+                commands: vec![put("a")],
+            },
+            11,
+        );
+        let a = inner.record(b"a").unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (11, 11, 1));
+        // Every change was an event, with its revision; the hash covers
+        // the revisions.
+        let revs: Vec<u64> = inner.events.iter().map(|e| e.revision()).collect();
+        assert_eq!(revs, vec![5, 7, 9, 10, 11]);
+        assert_eq!(inner.hash, crate::snapshot::state_hash(&inner.base));
+        let mut other = Inner::default();
+        other.apply(
+            Request {
+                commands: vec![put("a")],
+            },
+            12,
+        );
+        assert_ne!(other.hash, inner.hash, "same value, other revisions");
     }
 }

@@ -185,8 +185,13 @@ impl KvStateMachine {
         let manifest = &local;
         let mut inner = self.lock();
         let stats = std::mem::take(&mut inner.stats);
+        let mut hub = std::mem::take(&mut inner.hub);
         *inner = Inner::with_state(loaded.state, loaded.state_hash);
         inner.stats = stats;
+        // What came before the snapshot is not history any more: watchers
+        // that had not reached it are told so.
+        hub.reset(manifest.last_log_id.map_or(0, |l| l.index));
+        inner.hub = hub;
         inner.last_install = Some((manifest.clone(), fetched));
         inner.last_applied = manifest.last_log_id;
         inner.membership = manifest.membership.clone();

@@ -396,11 +396,17 @@ async fn demo(cluster: &mut ProcessCluster, seconds: u64) -> Result<ExitCode> {
             let mut after: Option<String> = None;
             loop {
                 let page = node.list(&prefix, after.as_deref(), 5000, true).await?;
-                for p in &page {
-                    seen.insert(p.key.clone(), p.value.clone());
+                for kv in &page.kvs {
+                    seen.insert(
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                    );
                 }
-                after = page.last().map(|p| p.key.clone());
-                if page.len() < 5000 {
+                after = page
+                    .kvs
+                    .last()
+                    .map(|kv| String::from_utf8_lossy(&kv.key).into_owned());
+                if !page.more {
                     break;
                 }
             }

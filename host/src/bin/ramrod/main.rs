@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod log_cmd;
+mod members_cmd;
 mod node_cmd;
 mod policy_cmd;
 mod snapshot_cmd;
@@ -33,6 +34,9 @@ enum Command {
     /// List, verify and restore snapshots in a store.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
+    /// List, add and remove the cluster's members.
+    #[command(subcommand)]
+    Members(members_cmd::MembersCommand),
     /// Run a node (until Ctrl-C or SIGTERM).
     Serve {
         /// The node's TOML configuration.
@@ -46,7 +50,7 @@ enum Command {
     },
     /// Show a node's status (admin API; token from --token or RAMROD_TOKEN).
     Status {
-        /// The node's URL, e.g. http://127.0.0.1:7001.
+        /// The node's URL, e.g. http://127.0.0.1:7001, or unix:PATH.
         #[arg(long)]
         node: String,
         /// The admin bearer token.
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
+        Command::Members(cmd) => members_cmd::run(cmd),
         Command::Serve { config, listen_fd } => node_cmd::serve(config, listen_fd),
         Command::Status { node, token, json } => node_cmd::status(node, token, json),
     };

@@ -37,10 +37,18 @@ pub fn serve(config: PathBuf, listen_fd: Option<i32>) -> Result<ExitCode> {
         if let Some(addr) = node.addr() {
             println!("node {} listening on http://{addr}", node.id());
         }
+        if let Some(path) = &cfg.listen_unix {
+            println!("node {} listening on unix:{}", node.id(), path.display());
+        }
         // The smallest id of a new cluster creates it; the others join
-        // when it contacts them.
+        // when it contacts them. A joining node waits to be added.
         let smallest = cfg.peers.iter().all(|p| p.id > cfg.id);
-        if smallest && !node.is_initialized().await? {
+        if cfg.join {
+            println!(
+                "node {} waits to be added to a cluster (join = true)",
+                node.id()
+            );
+        } else if smallest && !node.is_initialized().await? {
             node.initialize().await?;
             println!("initialized a cluster of {} nodes", 1 + cfg.peers.len());
         }
@@ -62,6 +70,15 @@ pub fn token_or_env(token: Option<String>) -> Result<String> {
         .context("no token: pass --token or set RAMROD_TOKEN")
 }
 
+/// A client of `node`: an `http://host:port` URL, or `unix:PATH` for a
+/// node's unix socket.
+pub fn node_client(node: &str) -> Result<Client> {
+    Ok(match node.strip_prefix("unix:") {
+        Some(path) => Client::unix(path)?,
+        None => Client::new(node)?,
+    })
+}
+
 /// A runtime for one-shot admin calls.
 pub fn client_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
@@ -73,7 +90,7 @@ pub fn client_runtime() -> Result<tokio::runtime::Runtime> {
 pub fn status(node: String, token: Option<String>, json: bool) -> Result<ExitCode> {
     let token = token_or_env(token)?;
     client_runtime()?.block_on(async {
-        let s = Client::new(&node)?.with_token(token).status().await?;
+        let s = node_client(&node)?.with_token(token).status().await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else {

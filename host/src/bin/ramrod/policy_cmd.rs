@@ -12,7 +12,7 @@ use ramrod::sdk::{Bounds, Clamp, SnapshotKind, clamp};
 use ramrod::{PolicyRuntime, PolicySource, SandboxLimits};
 
 use ramrod::Scope;
-use ramrod::client::{Client, PolicyUpload};
+use ramrod::client::PolicyUpload;
 
 use crate::node_cmd::{client_runtime, token_or_env};
 
@@ -138,7 +138,7 @@ fn swap(
         Scope::Local
     };
     client_runtime()?.block_on(async {
-        let client = Client::new(node)?
+        let client = crate::node_cmd::node_client(node)?
             .with_token(token)
             .with_timeout(Duration::from_secs(60));
         // A rollout goes to the leader: the client follows the node's 421.
@@ -171,7 +171,7 @@ fn swap(
 fn decisions(node: &str, token: Option<String>, limit: usize, json: bool) -> Result<ExitCode> {
     let token = token_or_env(token)?;
     client_runtime()?.block_on(async {
-        let entries = Client::new(node)?
+        let entries = crate::node_cmd::node_client(node)?
             .with_token(token)
             .decisions(limit)
             .await?;

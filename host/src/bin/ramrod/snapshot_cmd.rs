@@ -39,8 +39,8 @@ pub enum SnapshotCommand {
         /// store holds several.
         #[arg(long)]
         group: Option<String>,
-        /// Write `manifest.json` and `state.jsonl` (one key-value pair per
-        /// line) into this directory.
+        /// Write `manifest.json` and `state.jsonl` (one key per line, with
+        /// its value and revisions) into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -204,7 +204,18 @@ pub fn run(cmd: SnapshotCommand) -> Result<ExitCode> {
                 let f = std::fs::File::create(dir.join("state.jsonl"))?;
                 let mut w = std::io::BufWriter::new(f);
                 for (k, v) in loaded.state.iter() {
-                    let line = serde_json::json!({ "key": text_or_hex(k), "value": text_or_hex(v) });
+                    let line = if ramrod::internals::state_machine::is_reserved(k) {
+                        serde_json::json!({ "key": text_or_hex(k), "value": text_or_hex(v) })
+                    } else {
+                        let kv = ramrod::internals::state_machine::decode_record(k, v);
+                        serde_json::json!({
+                            "key": text_or_hex(k),
+                            "value": text_or_hex(&kv.value),
+                            "create_revision": kv.create_revision,
+                            "mod_revision": kv.mod_revision,
+                            "version": kv.version,
+                        })
+                    };
                     writeln!(w, "{line}")?;
                 }
                 w.flush()?;

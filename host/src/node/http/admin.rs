@@ -1,18 +1,21 @@
 //! The admin API (behind the bearer token, checked by the router's layer):
-//! status, Prometheus metrics, the decision audit, snapshots on demand, and
-//! policy swaps and rollouts.
+//! status, Prometheus metrics, the decision audit, snapshots on demand,
+//! policy swaps and rollouts, and membership (`GET /admin/members`,
+//! `POST /admin/members` with `{"id": N, "addr": "host:port"}`,
+//! `DELETE /admin/members/{id}`).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::wire::{DecisionsQuery, PolicyQuery, SnapshotQuery};
+use super::wire::{AddMember, DecisionsQuery, PolicyQuery, SnapshotQuery};
 use super::{bad_request, op_error};
 use crate::node::controller::AUDIT_CAPACITY;
 use crate::node::{NodeHandle, PolicyChoice, Scope};
 use crate::policy::{builtin, builtin_names};
+use crate::raft::NodeId;
 
 type Node = State<NodeHandle>;
 
@@ -94,6 +97,34 @@ pub(super) async fn policy_put(
     };
     match node.swap_policy(choice.config(q.config), scope).await {
         Ok(swapped) => Json(swapped).into_response(),
+        Err(e) => op_error(e),
+    }
+}
+
+pub(super) async fn members(State(node): Node) -> Response {
+    match node.members() {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => op_error(e),
+    }
+}
+
+pub(super) async fn member_add(State(node): Node, body: Bytes) -> Response {
+    let add: AddMember = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return bad_request(format!("malformed member: {e}")),
+    };
+    match node.add_member(add.id, &add.addr).await {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => op_error(e),
+    }
+}
+
+pub(super) async fn member_remove(State(node): Node, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<NodeId>() else {
+        return bad_request(format!("{id:?} is not a node id"));
+    };
+    match node.remove_member(id).await {
+        Ok(m) => Json(m).into_response(),
         Err(e) => op_error(e),
     }
 }

@@ -4,8 +4,9 @@
 //! and encode its result.
 //!
 //! - `/raft/*`: Raft RPCs between members ([`super::raft_rpc`]);
-//! - `/kv...`: the client API (`kv`);
-//! - `/admin/*`: status, metrics, decisions, snapshots, policies
+//! - `/kv...`: the client API (`kv`): records with revisions, guarded
+//!   writes and transactions, watches;
+//! - `/admin/*`: status, metrics, decisions, snapshots, policies, members
 //!   (`admin`), behind a bearer token.
 //!
 //! A write or linearizable read sent to a follower is answered `421
@@ -22,10 +23,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use super::builder::Endpoints;
 use super::handle::{MAX_REQUEST_BYTES, NodeHandle, OpError};
+use crate::state_machine::WatchError;
 use wire::ErrorBody;
 
 /// The largest client or admin request body accepted (a little over the
@@ -45,6 +47,11 @@ pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<Str
         .route("/admin/metrics", get(admin::metrics))
         .route("/admin/decisions", get(admin::decisions))
         .route("/admin/policy", get(admin::policy).put(admin::policy_put))
+        .route(
+            "/admin/members",
+            get(admin::members).post(admin::member_add),
+        )
+        .route("/admin/members/{id}", delete(admin::member_remove))
         .route_layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(token),
             authenticate,
@@ -52,6 +59,8 @@ pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<Str
     Router::new()
         .route("/kv", get(kv::list))
         .route("/kv/batch", post(kv::batch))
+        .route("/kv/txn", post(kv::txn))
+        .route("/kv/watch", get(kv::watch))
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -115,12 +124,34 @@ fn op_error(e: OpError) -> Response {
             leader_addr,
         } => {
             let body = ErrorBody {
-                error: "not the leader".into(),
                 leader_id: *leader,
                 leader_addr: leader_addr.clone(),
+                ..ErrorBody::new("not the leader")
             };
             return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
         }
+        OpError::GuardFailed {
+            revision,
+            mod_revision,
+        } => {
+            let body = ErrorBody {
+                revision: Some(*revision),
+                mod_revision: Some(*mod_revision),
+                ..ErrorBody::new(e.to_string())
+            };
+            return (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
+        }
+        OpError::Watch(WatchError::Compacted {
+            oldest, current, ..
+        }) => {
+            let body = ErrorBody {
+                revision: Some(*current),
+                oldest_revision: Some(*oldest),
+                ..ErrorBody::new(e.to_string())
+            };
+            return (StatusCode::GONE, Json(body)).into_response();
+        }
+        OpError::Watch(_) => StatusCode::SERVICE_UNAVAILABLE,
         OpError::Invalid(_) | OpError::Policy(_) => StatusCode::BAD_REQUEST,
         OpError::AlreadyInitialized => StatusCode::CONFLICT,
         OpError::Shutdown | OpError::Timeout { .. } | OpError::Raft(_) => {
