@@ -167,15 +167,21 @@ pub struct Client {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An HTTP client over `unix` (or TCP), with a total timeout or none.
+/// How long a watch stream may stay silent (a node sends progress lines
+/// every second by default) before the client gives up on it.
+const STREAM_SILENCE: Duration = Duration::from_secs(60);
+
+/// An HTTP client over `unix` (or TCP), with a total timeout, or (`None`,
+/// for streams) a timeout on silence only.
 fn http_client(
     unix: Option<&Path>,
     timeout: Option<Duration>,
 ) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-    if let Some(t) = timeout {
-        b = b.timeout(t);
-    }
+    b = match timeout {
+        Some(t) => b.timeout(t),
+        None => b.read_timeout(STREAM_SILENCE),
+    };
     if let Some(path) = unix {
         b = b.unix_socket(path);
     }
@@ -883,6 +889,15 @@ impl WatchStream {
                 };
             }
             if self.done {
+                if !self.buf.is_empty() {
+                    return Err(ClientError::Decode {
+                        url: self.url.clone(),
+                        reason: format!(
+                            "the stream ended inside a line ({} bytes)",
+                            self.buf.len()
+                        ),
+                    });
+                }
                 return Err(ClientError::Watch {
                     url: self.url.clone(),
                     source: WatchError::Shutdown,

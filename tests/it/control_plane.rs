@@ -567,6 +567,9 @@ fn a_watch_from_a_compacted_revision_is_refused_with_what_the_node_can_serve() {
         cfg.watch.history_events = 10;
         cfg.watch.progress_ms = 100;
         cfg.watch.buffer = 4;
+        // No snapshot but the one the test asks for.
+        cfg.policy.name = Some("entries".into());
+        cfg.policy.config = toml::from_str("snapshot_every = 1000000\ncheck_ms = 1000").unwrap();
         let node = ramrod_tests::start(&ports, cfg.clone()).await.unwrap();
         node.initialize().await.unwrap();
         node.wait_for_leader(Duration::from_secs(10)).await.unwrap();

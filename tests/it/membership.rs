@@ -28,15 +28,20 @@ fn client(addr: std::net::SocketAddr) -> Client {
 /// leadership moves; returns the acknowledged indexes.
 async fn writer(clients: Vec<Client>, stop: Arc<AtomicBool>) -> Vec<(u64, usize)> {
     let mut acked = Vec::new();
-    let mut i = 0usize;
+    let (mut i, mut tries) = (0usize, 0usize);
     while !stop.load(Ordering::Relaxed) && i < 20_000 {
-        let c = &clients[i % clients.len()];
+        // Another node after a failure: the one tried may be handing over,
+        // or removed.
+        let c = &clients[(i + tries) % clients.len()];
         match c.put(&format!("w/{i:06}"), i.to_string()).await {
             Ok(w) => {
                 acked.push((w.index, i));
                 i += 1;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     acked

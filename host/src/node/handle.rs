@@ -32,6 +32,9 @@ use crate::state_machine::{KvStateMachine, is_reserved};
 /// The largest request (keys and values of one write or batch) accepted.
 pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 
+/// How long a leader being removed waits for another voter to take over.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The largest policy component a rollout carries (it travels in one Raft
 /// entry, and replication batches entries).
 pub const MAX_POLICY_BYTES: usize = 4 << 20;
@@ -74,6 +77,9 @@ pub enum OpError {
         /// How long.
         after: Duration,
     },
+    /// Another change is in progress (a membership change); retry.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A guarded write's condition did not hold; nothing was written.
     #[error(
         "the guard failed: the key's mod revision is {mod_revision} (0: absent), the store's revision {revision}"
@@ -307,6 +313,9 @@ pub struct Members {
 fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> OpError {
     OpError::raft(e, |api| match api {
         ClientWriteError::ForwardToLeader(f) => Some(OpError::forward(f)),
+        ClientWriteError::ChangeMembershipError(
+            c @ openraft::error::ChangeMembershipError::InProgress(_),
+        ) => Some(OpError::Busy(c.to_string())),
         ClientWriteError::ChangeMembershipError(c) => Some(OpError::Invalid(c.to_string())),
     })
 }
@@ -541,15 +550,7 @@ impl NodeHandle {
 
     async fn write_full(&self, req: Request) -> Result<(Option<TxnResult>, Written), OpError> {
         let parts = self.parts()?;
-        if parts
-            .handing_over
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Err(OpError::NotLeader {
-                leader: None,
-                leader_addr: None,
-            });
-        }
+        Self::not_handing_over(&parts)?;
         let r = parts.raft.client_write(req).await.map_err(|e| {
             OpError::raft(e, |api| match api {
                 ClientWriteError::ForwardToLeader(f) => Some(OpError::forward(f)),
@@ -569,7 +570,10 @@ impl NodeHandle {
     /// # Errors
     /// [`OpError::NotLeader`] on a follower, [`OpError::Shutdown`].
     pub async fn linearizable(&self) -> Result<(), OpError> {
-        self.parts()?
+        let parts = self.parts()?;
+        // Its heartbeats would keep the other voters from electing.
+        Self::not_handing_over(&parts)?;
+        parts
             .raft
             .ensure_linearizable()
             .await
@@ -823,7 +827,10 @@ impl NodeHandle {
         if id == 0 {
             return Err(OpError::Invalid("id: a node id is not 0".into()));
         }
-        if addr.parse::<SocketAddr>().is_err() {
+        let valid = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
             return Err(OpError::Invalid(format!("addr: {addr:?} is not host:port")));
         }
         if self.members()?.voters.iter().any(|m| m.id == id) {
@@ -832,6 +839,7 @@ impl NodeHandle {
             )));
         }
         let parts = self.parts()?;
+        Self::not_handing_over(&parts)?;
         parts
             .raft
             .add_learner(id, BasicNode::new(addr), true)
@@ -871,6 +879,7 @@ impl NodeHandle {
             )));
         }
         let parts = self.parts()?;
+        Self::not_handing_over(&parts)?;
         if id == self.id && members.leader == Some(self.id) {
             return Err(self.hand_over(&parts).await);
         }
@@ -888,27 +897,40 @@ impl NodeHandle {
         self.members()
     }
 
-    /// Hands this leader's leadership over: no writes and no heartbeats
-    /// until the other voters elect one of themselves; the answer names it.
-    async fn hand_over(&self, parts: &Parts) -> OpError {
+    /// Hands this leader's leadership over: no writes, linearizable reads,
+    /// membership changes, heartbeats or elections of its own until the
+    /// other voters elect one of themselves; the answer names it. Runs as
+    /// its own task, so a caller that goes away does not leave the node
+    /// half handed over.
+    async fn hand_over(&self, parts: &Arc<Parts>) -> OpError {
         use std::sync::atomic::Ordering;
-        parts.handing_over.store(true, Ordering::Release);
-        let config = parts.raft.runtime_config();
-        config.heartbeat(false);
+        if parts.handing_over.swap(true, Ordering::AcqRel) {
+            return OpError::NotLeader {
+                leader: None,
+                leader_addr: None,
+            };
+        }
+        let raft = parts.raft.clone();
+        let flag = parts.handing_over.clone();
         let me = self.id;
-        let timeout = Duration::from_secs(30);
-        let waited = parts
-            .raft
-            .wait(Some(timeout))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != me),
-                "another leader",
-            )
-            .await;
-        config.heartbeat(true);
-        parts.handing_over.store(false, Ordering::Release);
-        match waited {
-            Ok(m) => {
+        let task = tokio::spawn(async move {
+            let config = raft.runtime_config();
+            config.heartbeat(false);
+            config.elect(false);
+            let waited = raft
+                .wait(Some(HAND_OVER_TIMEOUT))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != me),
+                    "another leader",
+                )
+                .await;
+            config.heartbeat(true);
+            config.elect(true);
+            flag.store(false, Ordering::Release);
+            waited
+        });
+        match task.await {
+            Ok(Ok(m)) => {
                 let leader = m.current_leader;
                 let leader_addr = leader.and_then(|l| {
                     m.membership_config
@@ -922,12 +944,26 @@ impl NodeHandle {
                     leader_addr,
                 }
             }
-            Err(openraft::metrics::WaitError::ShuttingDown) => OpError::Shutdown,
-            Err(openraft::metrics::WaitError::Timeout(..)) => OpError::Timeout {
+            Ok(Err(openraft::metrics::WaitError::Timeout(..))) => OpError::Timeout {
                 what: "another voter to take the leadership over",
-                after: timeout,
+                after: HAND_OVER_TIMEOUT,
             },
+            Ok(Err(openraft::metrics::WaitError::ShuttingDown)) | Err(_) => OpError::Shutdown,
         }
+    }
+
+    /// [`OpError::NotLeader`] while this node hands its leadership over.
+    fn not_handing_over(parts: &Parts) -> Result<(), OpError> {
+        if parts
+            .handing_over
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(OpError::NotLeader {
+                leader: None,
+                leader_addr: None,
+            });
+        }
+        Ok(())
     }
 
     /// Role, term, log and snapshot facts, policy, controller counters and

@@ -104,6 +104,9 @@ pub struct Recovery {
     pub ready_ms: u64,
 }
 
+/// How long shutdown waits for open HTTP answers before cutting them.
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running node. It derefs to its [`NodeHandle`], which has every typed
 /// operation (`put`, `get`, `status`, `snapshot_now`, `swap_policy`, ...);
 /// [`shutdown`](Node::shutdown) stops it.
@@ -178,8 +181,14 @@ impl Node {
         if let Err(e) = parts.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        for task in servers {
-            let _ = task.await;
+        // Open answers get a while to finish (a watch's last line, one
+        // that stopped reading included); then they are cut.
+        for mut task in servers {
+            if tokio::time::timeout(SERVER_DRAIN, &mut task).await.is_err() {
+                tracing::warn!("HTTP connections still open after shutdown; closing them");
+                task.abort();
+                let _ = task.await;
+            }
         }
         if let Some(s) = socket {
             s.remove();

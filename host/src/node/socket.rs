@@ -20,8 +20,8 @@ pub(super) struct BoundSocket {
 /// Binds the socket at `path`.
 ///
 /// The socket is bound inside a fresh directory of mode 0700 next to
-/// `path`, set to 0600, then renamed into place: no one can connect to it
-/// before its mode is set. A socket file already at `path` is removed if
+/// `path`, set to 0600, then linked into place (failing if anything took
+/// `path` meanwhile): no one can connect to it before its mode is set. A socket file already at `path` is removed if
 /// nothing accepts on it (a crash left it); one that answers is another
 /// process's, and the bind fails. Anything else at `path` is left alone and
 /// the bind fails.
@@ -56,14 +56,19 @@ pub(super) fn bind(path: &Path) -> io::Result<BoundSocket> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let private = parent.join(format!(".ramrod-socket-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&private);
+    // A directory of our own (short name: socket paths are limited to
+    // about 107 bytes), created, never reused.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = parent.join(format!(".rs{:x}-{n:x}", std::process::id()));
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let inside = private.join(name);
     let result = (|| {
-        let inside = private.join(name);
         let listener = UnixListener::bind(&inside)?;
         std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&inside, path)?;
+        // A link, not a rename: it fails if anything appeared at `path`
+        // since the check above, instead of replacing it.
+        std::fs::hard_link(&inside, path)?;
         let m = std::fs::symlink_metadata(path)?;
         Ok(BoundSocket {
             listener,
@@ -71,7 +76,8 @@ pub(super) fn bind(path: &Path) -> io::Result<BoundSocket> {
             id: (m.dev(), m.ino()),
         })
     })();
-    let _ = std::fs::remove_dir_all(&private);
+    let _ = std::fs::remove_file(&inside);
+    let _ = std::fs::remove_dir(&private);
     result
 }
 

@@ -194,8 +194,11 @@ impl Hub {
         self.history.clear();
         self.bytes = 0;
         self.floor = revision;
-        self.current.store(revision, Ordering::Release);
+        // The note first, as in `publish`: a watcher that reads the new
+        // revision then drains its channel finds the reset, and never
+        // reports progress past changes it did not get.
         let _ = self.tx.send(Note::Reset { floor: revision });
+        self.current.store(revision, Ordering::Release);
     }
 
     /// Ends every watcher (shutdown).
@@ -236,6 +239,7 @@ impl Hub {
             backlog,
             rx: self.tx.subscribe(),
             current: self.current.clone(),
+            ended: None,
             buffer: self.limits.buffer,
             progress: self.limits.progress,
             next_progress: tokio::time::Instant::now() + self.limits.progress,
@@ -285,6 +289,8 @@ pub struct Watcher {
     backlog: VecDeque<Event>,
     rx: broadcast::Receiver<Note>,
     current: Arc<AtomicU64>,
+    /// Why the watch is over, once the changes before it are reported.
+    ended: Option<WatchError>,
     buffer: usize,
     progress: Duration,
     next_progress: tokio::time::Instant,
@@ -302,41 +308,44 @@ impl Watcher {
                 self.seen = self.seen.max(e.revision());
                 return Ok(WatchUpdate::Event(e));
             }
-            let note = tokio::select! {
-                note = self.rx.recv() => note,
+            if let Some(end) = &self.ended {
+                return Err(end.clone());
+            }
+            tokio::select! {
+                note = self.rx.recv() => match note {
+                    Ok(note) => self.take(note),
+                    Err(broadcast::error::RecvError::Closed) => self.end(WatchError::Shutdown),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.end(self.lagged()),
+                },
                 () = tokio::time::sleep_until(self.next_progress) => {
                     // Everything sent before the revision was stored is in
                     // the channel now: take it first.
                     let revision = self.current.load(Ordering::Acquire);
-                    loop {
+                    while self.ended.is_none() {
                         match self.rx.try_recv() {
-                            Ok(note) => self.take(note)?,
+                            Ok(note) => self.take(note),
                             Err(broadcast::error::TryRecvError::Empty) => break,
                             Err(broadcast::error::TryRecvError::Closed) => {
-                                return Err(WatchError::Shutdown);
+                                self.end(WatchError::Shutdown);
                             }
                             Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                                return Err(self.lagged());
+                                self.end(self.lagged());
                             }
                         }
                     }
                     self.next_progress = tokio::time::Instant::now() + self.progress;
-                    if self.backlog.is_empty() {
+                    if self.backlog.is_empty() && self.ended.is_none() {
                         self.seen = self.seen.max(revision);
                         return Ok(WatchUpdate::Progress { revision: self.seen });
                     }
-                    continue;
                 }
-            };
-            match note {
-                Ok(note) => self.take(note)?,
-                Err(broadcast::error::RecvError::Closed) => return Err(WatchError::Shutdown),
-                Err(broadcast::error::RecvError::Lagged(_)) => return Err(self.lagged()),
             }
         }
     }
 
-    fn take(&mut self, note: Note) -> Result<(), WatchError> {
+    /// Takes in a note: changes after what was seen go to the backlog; a
+    /// reset past it, a shutdown, ends the watch once the backlog is out.
+    fn take(&mut self, note: Note) {
         match note {
             Note::Events(events) => {
                 for e in events.iter() {
@@ -349,16 +358,23 @@ impl Watcher {
                 {
                     self.seen = self.seen.max(last.revision());
                 }
-                Ok(())
             }
-            Note::Reset { floor } if floor > self.seen => Err(WatchError::Compacted {
-                asked: self.seen,
-                oldest: floor,
-                current: floor,
-            }),
-            Note::Reset { .. } => Ok(()),
-            Note::Closed => Err(WatchError::Shutdown),
+            Note::Reset { floor } => {
+                let reached = self.backlog.back().map_or(self.seen, Event::revision);
+                if floor > reached {
+                    self.end(WatchError::Compacted {
+                        asked: reached,
+                        oldest: floor,
+                        current: floor,
+                    });
+                }
+            }
+            Note::Closed => self.end(WatchError::Shutdown),
         }
+    }
+
+    fn end(&mut self, why: WatchError) {
+        self.ended.get_or_insert(why);
     }
 
     fn lagged(&self) -> WatchError {

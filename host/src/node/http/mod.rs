@@ -153,7 +153,7 @@ fn op_error(e: OpError) -> Response {
         }
         OpError::Watch(_) => StatusCode::SERVICE_UNAVAILABLE,
         OpError::Invalid(_) | OpError::Policy(_) => StatusCode::BAD_REQUEST,
-        OpError::AlreadyInitialized => StatusCode::CONFLICT,
+        OpError::AlreadyInitialized | OpError::Busy(_) => StatusCode::CONFLICT,
         OpError::Shutdown | OpError::Timeout { .. } | OpError::Raft(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
