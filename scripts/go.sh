@@ -5,7 +5,7 @@
 #
 #   scripts/go.sh version              # runs `go version` with the toolchain
 #   scripts/go.sh -C examples/flintlock test ./...
-#   source scripts/go.sh env           # puts `go` on PATH in this shell
+#   source scripts/go.sh --env         # puts `go` on PATH in this shell
 set -euo pipefail
 
 GO_ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/go"
@@ -28,7 +28,7 @@ go_install() {
     export PATH="$GO_ROOT_DIR/venv/bin:$PATH"
 }
 
-if [ "${1:-}" = "env" ]; then
+if [ "${1:-}" = "--env" ]; then
     go_install
     return 0 2>/dev/null || exit 0
 fi

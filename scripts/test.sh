@@ -17,3 +17,19 @@ export RAMROD_REQUIRE_S3=1
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+# The Flintlock Go module (examples/flintlock): formatted, vetted, static
+# builds for both release targets, and its tests against real `ramrod
+# serve` processes (the debug binary the cargo tests just built).
+echo "== go: examples/flintlock"
+GO="$PWD/scripts/go.sh"
+unformatted="$("$("$GO" env GOROOT)/bin/gofmt" -l examples/flintlock)"
+if [ -n "$unformatted" ]; then
+    echo "gofmt: not formatted: $unformatted" >&2
+    exit 1
+fi
+"$GO" -C examples/flintlock vet ./...
+for arch in amd64 arm64; do
+    CGO_ENABLED=0 GOOS=linux GOARCH=$arch "$GO" -C examples/flintlock build -o /dev/null ./...
+done
+RAMROD_BIN="$PWD/target/debug/ramrod" "$GO" -C examples/flintlock test -count=1 ./...

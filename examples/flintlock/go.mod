@@ -1,0 +1,3 @@
+module ramrod.dev/flintlock
+
+go 1.24

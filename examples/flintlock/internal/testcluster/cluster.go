@@ -1,0 +1,251 @@
+// Package testcluster runs clusters of real `ramrod serve` processes on
+// loopback for the tests: each node's TCP socket is bound here first and
+// handed to the child as descriptor 3 (`--listen-fd 3`), so no test races
+// another for a port; each node also serves a private unix socket. While a
+// node is down its TCP port is kept and refuses connections at once.
+//
+// The ramrod binary is RAMROD_BIN, else the workspace's release build.
+package testcluster
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"ramrod.dev/flintlock/ramrod"
+)
+
+// Token is the admin token of every test node.
+const Token = "flintlock-test-token"
+
+// Cluster is a set of ramrod processes.
+type Cluster struct {
+	t     testing.TB
+	bin   string
+	dir   string
+	Nodes []*Node
+	// ExtraTOML is appended to every node's config (tables only).
+	ExtraTOML string
+}
+
+// Node is one member.
+type Node struct {
+	ID     int
+	Addr   string
+	Socket string
+	ln     *net.TCPListener
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	park   chan struct{}
+}
+
+// Binary is the ramrod executable the tests run.
+func Binary(t testing.TB) string {
+	if b := os.Getenv("RAMROD_BIN"); b != "" {
+		return b
+	}
+	_, file, _, _ := runtime.Caller(0)
+	b := filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "target", "release", "ramrod")
+	if _, err := os.Stat(b); err != nil {
+		t.Skipf("no ramrod binary: set RAMROD_BIN or run `cargo build --release` (%v)", err)
+	}
+	return b
+}
+
+// Start starts an n-node cluster; node 1 creates it. The processes are
+// killed when the test ends.
+func Start(t testing.TB, n int, extraTOML string) *Cluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, bin: Binary(t), dir: dir, ExtraTOML: extraTOML}
+	for id := 1; id <= n; id++ {
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Nodes = append(c.Nodes, &Node{
+			ID:     id,
+			Addr:   ln.Addr().String(),
+			Socket: filepath.Join(dir, fmt.Sprintf("n%d.sock", id)),
+			ln:     ln,
+		})
+	}
+	for _, node := range c.Nodes {
+		c.writeConfig(node)
+	}
+	t.Cleanup(func() {
+		for _, node := range c.Nodes {
+			c.Kill(node.ID)
+			node.ln.Close()
+		}
+		os.RemoveAll(dir)
+	})
+	for _, node := range c.Nodes {
+		c.Restart(node.ID)
+	}
+	return c
+}
+
+func (c *Cluster) writeConfig(n *Node) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "id = %d\nlisten = %q\ndata-dir = \"node-%d\"\ntoken = %q\nlisten-unix = %q\n\n",
+		n.ID, n.Addr, n.ID, Token, n.Socket)
+	b.WriteString("[raft]\nheartbeat-ms = 50\nelection-min-ms = 300\nelection-max-ms = 600\n\n")
+	for _, p := range c.Nodes {
+		if p.ID != n.ID {
+			fmt.Fprintf(&b, "[[peers]]\nid = %d\naddr = %q\n\n", p.ID, p.Addr)
+		}
+	}
+	b.WriteString(c.ExtraTOML)
+	if err := os.WriteFile(filepath.Join(c.dir, fmt.Sprintf("node-%d.toml", n.ID)), []byte(b.String()), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Node is member id.
+func (c *Cluster) Node(id int) *Node { return c.Nodes[id-1] }
+
+// Restart starts node id's process (again) on its socket.
+func (c *Cluster) Restart(id int) {
+	n := c.Node(id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		c.t.Fatalf("node %d is running", id)
+	}
+	if n.park != nil {
+		close(n.park)
+		n.park = nil
+	}
+	f, err := n.ln.File()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(c.bin, "serve", "--config", filepath.Join(c.dir, fmt.Sprintf("node-%d.toml", id)), "--listen-fd", "3")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Env = append(os.Environ(), "RUST_LOG=warn")
+	logf, err := os.Create(filepath.Join(c.dir, fmt.Sprintf("node-%d.log", id)))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	logf.Close()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	n.cmd, n.exited = cmd, exited
+	c.waitSocket(n)
+}
+
+func (c *Cluster) waitSocket(n *Node) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if conn, err := net.Dial("unix", n.Socket); err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case <-n.exited:
+			log, _ := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node-%d.log", n.ID)))
+			c.t.Fatalf("node %d exited at start-up:\n%s", n.ID, log)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	c.t.Fatalf("node %d never listened on %s", n.ID, n.Socket)
+}
+
+// Kill sends SIGKILL to node id (no clean shutdown) and waits for it.
+func (c *Cluster) Kill(id int) { c.stop(id, syscall.SIGKILL) }
+
+// Stop sends SIGTERM to node id (a clean shutdown) and waits for it.
+func (c *Cluster) Stop(id int) { c.stop(id, syscall.SIGTERM) }
+
+func (c *Cluster) stop(id int, sig syscall.Signal) {
+	n := c.Node(id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(sig)
+	select {
+	case <-n.exited:
+	case <-time.After(20 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+	}
+	n.cmd = nil
+	// Keep the port, refusing what comes, until the node is back.
+	park := make(chan struct{})
+	n.park = park
+	go func() {
+		for {
+			select {
+			case <-park:
+				return
+			default:
+			}
+			_ = n.ln.SetDeadline(time.Now().Add(50 * time.Millisecond))
+			conn, err := n.ln.Accept()
+			if err == nil {
+				conn.Close()
+			}
+		}
+	}()
+	// A killed node leaves its socket file behind: its restart replaces it.
+}
+
+// Client is a client of the given nodes' unix sockets (all when none).
+func (c *Cluster) Client(t testing.TB, ids ...int) *ramrod.Client {
+	if len(ids) == 0 {
+		for _, n := range c.Nodes {
+			ids = append(ids, n.ID)
+		}
+	}
+	var eps []string
+	for _, id := range ids {
+		eps = append(eps, "unix://"+c.Node(id).Socket)
+	}
+	cl, err := ramrod.New(ramrod.Config{Endpoints: eps, Token: Token, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// Leader waits for a leader and returns its id.
+func (c *Cluster) Leader(t testing.TB) int {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			n.mu.Lock()
+			up := n.cmd != nil
+			n.mu.Unlock()
+			if !up {
+				continue
+			}
+			s, err := c.Client(t, n.ID).Status(t.Context())
+			if err == nil && s.Role == "Leader" {
+				return n.ID
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no leader")
+	return 0
+}
