@@ -12,4 +12,8 @@ cargo bench -p ramrod-tests --bench log_store
 cargo bench -p ramrod-tests --bench snapshot
 cargo bench -p ramrod-tests --bench cluster
 cargo bench -p ramrod-tests --bench control_plane
+# The Flintlock repository over the unix socket, against release nodes.
+cargo build --release -p ramrod --bin ramrod
+RAMROD_BENCH=1 RAMROD_BIN="$PWD/target/release/ramrod" \
+    scripts/go.sh -C examples/flintlock test -count=1 -timeout 60m -run TestFlintlockBenchmark -v ./microvmstore/
 ls -l target/bench-reports/

@@ -38,6 +38,10 @@ var ErrNotFound = errors.New("microvmstore: microvm not found")
 // again and retry.
 var ErrConflict = errors.New("microvmstore: conflicting save")
 
+// ErrInvalid: a name, namespace, uid, host id, version or query is not
+// one the repository can store or look up.
+var ErrInvalid = errors.New("microvmstore: invalid")
+
 // DefaultKeepVersions is how many versions of a microVM are kept.
 const DefaultKeepVersions = 10
 
@@ -74,7 +78,7 @@ func New(c *ramrod.Client, opts Options) (*Repository, error) {
 
 func checkPart(what, s string) error {
 	if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\x00") {
-		return fmt.Errorf("microvmstore: %s %q must be non-empty, without '/'", what, s)
+		return fmt.Errorf("%w: %s %q must be non-empty, without '/'", ErrInvalid, what, s)
 	}
 	return nil
 }
@@ -128,7 +132,7 @@ func newUID() string {
 // newest, or a concurrent save, gives ErrConflict.
 func (r *Repository) Save(ctx context.Context, vm *MicroVM) (*MicroVM, error) {
 	if vm == nil {
-		return nil, fmt.Errorf("microvmstore: nil microvm")
+		return nil, fmt.Errorf("%w: nil microvm", ErrInvalid)
 	}
 	rec := *vm
 	if rec.ID.UID == "" {
@@ -157,6 +161,11 @@ func (r *Repository) Save(ctx context.Context, vm *MicroVM) (*MicroVM, error) {
 		seen = cur.ModRevision
 		guard = ramrod.CompareModRevision(key, ramrod.Equal, seen)
 	case errors.Is(err, ramrod.ErrNotFound):
+		if rec.Version > 0 {
+			// Read at a version, and gone since: saving would bring a
+			// deleted microVM back.
+			return nil, fmt.Errorf("%w: %s was deleted since it was read (version %d)", ErrConflict, rec.ID, rec.Version)
+		}
 		rec.Version = 1
 		guard = ramrod.CompareAbsent(key)
 	default:
@@ -174,10 +183,14 @@ func (r *Repository) Save(ctx context.Context, vm *MicroVM) (*MicroVM, error) {
 	for attempt := 0; ; attempt++ {
 		res, err := r.c.Txn(ctx, txn)
 		if err == nil {
-			if !res.Succeeded {
-				return nil, fmt.Errorf("%w: %s changed since it was read", ErrConflict, rec.ID)
+			if res.Succeeded {
+				return &rec, nil
 			}
-			return &rec, nil
+			// After a lost answer, the first attempt may be what changed it.
+			if attempt > 0 && len(res.Results) == 1 && res.Results[0].KV != nil && bytes.Equal(res.Results[0].KV.Value, data) {
+				return &rec, nil
+			}
+			return nil, fmt.Errorf("%w: %s changed since it was read", ErrConflict, rec.ID)
 		}
 		if ctx.Err() != nil || attempt == 3 || !unknownOutcome(err) {
 			return nil, err
@@ -204,14 +217,21 @@ func (r *Repository) Save(ctx context.Context, vm *MicroVM) (*MicroVM, error) {
 func unknownOutcome(err error) bool {
 	var se *ramrod.StatusError
 	var ce *ramrod.ConflictError
-	return !errors.As(err, &se) && !errors.As(err, &ce) && !errors.Is(err, ramrod.ErrBadRequest)
+	switch {
+	case errors.As(err, &ce), errors.Is(err, ramrod.ErrBadRequest), errors.Is(err, ramrod.ErrUnauthorized):
+		return false
+	case errors.As(err, &se):
+		// A node that could not serve (503) may have proposed the entry.
+		return se.Status == 503
+	}
+	return true
 }
 
 // Delete removes vm's record and every kept version, in one step. A
 // microVM that does not exist is not an error.
 func (r *Repository) Delete(ctx context.Context, vm *MicroVM) error {
 	if vm == nil {
-		return fmt.Errorf("microvmstore: nil microvm")
+		return fmt.Errorf("%w: nil microvm", ErrInvalid)
 	}
 	if err := checkID(vm.ID); err != nil {
 		return err
@@ -260,7 +280,7 @@ func (r *Repository) Get(ctx context.Context, opts RepositoryGetOptions) (*Micro
 	if opts.Version != "" && opts.Version != "0" {
 		v, err := strconv.Atoi(opts.Version)
 		if err != nil || v < 1 {
-			return nil, fmt.Errorf("microvmstore: version %q is not a positive number", opts.Version)
+			return nil, fmt.Errorf("%w: version %q is not a positive number", ErrInvalid, opts.Version)
 		}
 		key = r.versionKey(id, v)
 	}
@@ -278,9 +298,12 @@ func (r *Repository) Get(ctx context.Context, opts RepositoryGetOptions) (*Micro
 // matches query ("namespace", "name"; both optional), in key order.
 func (r *Repository) GetAll(ctx context.Context, query ListMicroVMQuery) ([]*MicroVM, error) {
 	ns, name := query["namespace"], query["name"]
-	for k := range query {
+	for k, v := range query {
+		if err := checkPart(k, v); err != nil && v != "" {
+			return nil, err
+		}
 		if k != "namespace" && k != "name" {
-			return nil, fmt.Errorf("microvmstore: unknown query key %q (namespace, name)", k)
+			return nil, fmt.Errorf("%w: unknown query key %q (namespace, name)", ErrInvalid, k)
 		}
 	}
 	prefix := r.prefix + "latest/"

@@ -289,7 +289,8 @@ func TestSavesSurviveKillingTheLeader(t *testing.T) {
 		t.Fatalf("%d of 120 saves failed around one leader change", failed)
 	}
 	t.Logf("leader %d killed and restarted; %d of 120 saves failed and were not retried blindly", leader, failed)
-	// Every save that returned success is there, with its content.
+	// Every save that returned success is there, with its content, and
+	// nothing applied half: each latest record is its version's record.
 	for id, want := range saved {
 		got, err := r.Get(ctx, microvmstore.RepositoryGetOptions{Namespace: want.ID.Namespace, Name: want.ID.Name, UID: want.ID.UID})
 		if err != nil {
@@ -297,6 +298,10 @@ func TestSavesSurviveKillingTheLeader(t *testing.T) {
 		}
 		if got.Version != want.Version || got.Spec.VCPU != want.Spec.VCPU {
 			t.Fatalf("%s: stored version %d vcpu %d, saved version %d vcpu %d", id, got.Version, got.Spec.VCPU, want.Version, want.Spec.VCPU)
+		}
+		v, err := r.Get(ctx, microvmstore.RepositoryGetOptions{Namespace: want.ID.Namespace, Name: want.ID.Name, UID: want.ID.UID, Version: fmt.Sprint(got.Version)})
+		if err != nil || v.Spec.VCPU != got.Spec.VCPU {
+			t.Fatalf("%s: version %d's record differs from the latest: %+v %v", id, got.Version, v, err)
 		}
 	}
 	// The watcher saw every saved version, each microVM's in order.

@@ -75,7 +75,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = 50 * time.Millisecond
 	}
-	c := &Client{cfg: cfg, tcp: &http.Client{Timeout: cfg.Timeout}}
+	// No proxy from the environment: nodes are reached directly.
+	c := &Client{cfg: cfg, tcp: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: cfg.Timeout}}
 	for _, e := range cfg.Endpoints {
 		ep, err := parseEndpoint(e, cfg.Timeout)
 		if err != nil {
@@ -119,6 +120,15 @@ func parseEndpoint(e string, timeout time.Duration) (*endpoint, error) {
 		http:   &http.Client{Transport: t, Timeout: timeout},
 		stream: &http.Client{Transport: &http.Transport{}},
 	}, nil
+}
+
+// CloseIdleConnections closes the connections kept for reuse.
+func (c *Client) CloseIdleConnections() {
+	c.tcp.CloseIdleConnections()
+	for _, ep := range c.endpoints {
+		ep.http.CloseIdleConnections()
+		ep.stream.CloseIdleConnections()
+	}
 }
 
 // KeyValue is a key with its value and revisions.
@@ -279,7 +289,7 @@ func (c *Client) send(ctx context.Context, ep *endpoint, req request) (*http.Res
 			if eb.LeaderAddr != nil && "http://"+*eb.LeaderAddr != base {
 				base, client = "http://"+*eb.LeaderAddr, c.tcp
 				if req.stream {
-					client = &http.Client{}
+					client = &http.Client{Transport: &http.Transport{}}
 				}
 				continue
 			}

@@ -110,7 +110,9 @@ func TestClientAgainstACluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writes := map[uint64]string{}
+	// Each step writes two keys in one transaction: one revision, two
+	// changes, both delivered.
+	writes := map[string]uint64{}
 	for i := 0; i < 30; i++ {
 		if i == 10 {
 			c.Stop(follower)
@@ -118,14 +120,15 @@ func TestClientAgainstACluster(t *testing.T) {
 		if i == 20 {
 			c.Restart(follower)
 		}
-		k := fmt.Sprintf("w/%02d", i)
-		w, err := cl.Put(ctx, k, []byte("v"))
+		a, b := fmt.Sprintf("w/%02d/a", i), fmt.Sprintf("w/%02d/b", i)
+		r, err := cl.Txn(ctx, ramrod.Txn{Success: []ramrod.Op{ramrod.OpPut(a, []byte("v")), ramrod.OpPut(b, []byte("v"))}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		writes[w.Revision] = k
+		writes[a], writes[b] = r.Revision, r.Revision
 	}
 	var last uint64
+	seen := map[string]bool{}
 	deadline := time.After(30 * time.Second)
 	for len(writes) > 0 {
 		select {
@@ -136,14 +139,15 @@ func TestClientAgainstACluster(t *testing.T) {
 			if m.Event == nil {
 				continue
 			}
-			if m.Event.Revision() <= last {
-				t.Fatalf("revision %d after %d", m.Event.Revision(), last)
+			k, rev := m.Event.KV.Key, m.Event.Revision()
+			if rev < last || seen[k] {
+				t.Fatalf("%s at revision %d after %d (seen before: %v)", k, rev, last, seen[k])
 			}
-			last = m.Event.Revision()
-			if writes[last] != m.Event.KV.Key {
-				t.Fatalf("event %s at %d, not a write of the test", m.Event.KV.Key, last)
+			if writes[k] != rev {
+				t.Fatalf("event %s at %d, not a write of the test", k, rev)
 			}
-			delete(writes, last)
+			last, seen[k] = rev, true
+			delete(writes, k)
 		case <-deadline:
 			t.Fatalf("%d writes never seen", len(writes))
 		}
@@ -154,7 +158,13 @@ func TestClientAgainstACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	for range ch {
+	closed := time.After(5 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-ch:
+		case <-closed:
+			t.Fatal("a cancelled watch's channel stayed open")
+		}
 	}
 
 	// Members and status.
@@ -170,11 +180,12 @@ func TestClientAgainstACluster(t *testing.T) {
 func TestRetriesGoToTheNextEndpointButNotBlindWrites(t *testing.T) {
 	c := testcluster.Start(t, 3, "")
 	ctx := t.Context()
-	c.Stop(c.Leader(t))
+	down := c.Leader(t)
+	c.Stop(down)
 	c.Leader(t)
-	// The first endpoints may be down: every call goes on to the next (a
-	// refused connection never reached a node).
-	cl := c.Client(t, 1, 2, 3)
+	// The first endpoint is down (its socket is gone): every call goes on
+	// to the next (a refused connection never reached a node).
+	cl := c.Client(t, down, 1+down%3, 1+(down+1)%3)
 	if _, err := cl.Put(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
@@ -182,8 +193,8 @@ func TestRetriesGoToTheNextEndpointButNotBlindWrites(t *testing.T) {
 		t.Fatalf("%+v %v", kv, err)
 	}
 	// Nothing reachable: a clear error after the retries.
-	down, _ := ramrod.New(ramrod.Config{Endpoints: []string{"unix://" + t.TempDir() + "/none.sock"}, Attempts: 2})
-	if _, err := down.Put(ctx, "k", []byte("v")); !errors.Is(err, ramrod.ErrUnavailable) {
+	none, _ := ramrod.New(ramrod.Config{Endpoints: []string{"unix://" + t.TempDir() + "/none.sock"}, Attempts: 2})
+	if _, err := none.Put(ctx, "k", []byte("v")); !errors.Is(err, ramrod.ErrUnavailable) {
 		t.Fatalf("no endpoint: %v", err)
 	}
 	if _, err := ramrod.New(ramrod.Config{Endpoints: []string{"ftp://x"}}); err == nil {

@@ -96,6 +96,9 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 	out := make(chan WatchMessage, 64)
 	go func() {
 		defer close(out)
+		// A read blocked on the stream ends when ctx does.
+		stop := context.AfterFunc(ctx, func() { stream.Body.Close() })
+		defer func() { stop() }()
 		send := func(m WatchMessage) bool {
 			select {
 			case out <- m:
@@ -104,15 +107,15 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 				return false
 			}
 		}
+		cur := &cursor{complete: from, last: from}
 		backoff := c.cfg.Backoff
 		for {
-			err := readWatch(stream, &from, send)
+			err := readWatch(stream, cur, send)
 			stream.Body.Close()
 			if ctx.Err() != nil {
 				return
 			}
-			var ce *CompactedError
-			if errors.As(err, &ce) || errors.Is(err, ErrBadRequest) {
+			if fatalWatchError(err) {
 				send(WatchMessage{Err: err})
 				return
 			}
@@ -122,12 +125,14 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 					return
 				case <-time.After(backoff):
 				}
-				stream, err = c.openWatch(ctx, opts, from)
+				stream, err = c.openWatch(ctx, opts, cur.complete)
 				if err == nil {
+					stop()
+					stop = context.AfterFunc(ctx, func() { stream.Body.Close() })
 					backoff = c.cfg.Backoff
 					break
 				}
-				if errors.As(err, &ce) || errors.Is(err, ErrBadRequest) {
+				if fatalWatchError(err) {
 					send(WatchMessage{Err: err})
 					return
 				}
@@ -136,6 +141,14 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 		}
 	}()
 	return out, nil
+}
+
+// fatalWatchError: resuming cannot help (compacted, refused, an error
+// answer other than "unavailable").
+func fatalWatchError(err error) bool {
+	var ce *CompactedError
+	var se *StatusError
+	return errors.As(err, &ce) || (errors.As(err, &se) && !errors.Is(err, ErrUnavailable))
 }
 
 func (c *Client) openWatch(ctx context.Context, opts WatchOptions, from uint64) (*http.Response, error) {
@@ -152,9 +165,24 @@ func (c *Client) openWatch(ctx context.Context, opts WatchOptions, from uint64) 
 	return resp, err
 }
 
-// readWatch passes the stream's lines on until it ends; from follows the
-// revisions reported.
-func readWatch(resp *http.Response, from *uint64, send func(WatchMessage) bool) error {
+// cursor is how far a watch has got. One revision may hold several
+// changes (a transaction), and a stream can break between them: every
+// change up to complete has been passed on, and sent of those at revision
+// last (when last > complete).
+type cursor struct {
+	complete, last uint64
+	sent           int
+}
+
+// readWatch passes the stream's lines on until it ends; the stream starts
+// after cur.complete, and the changes at cur.last already passed on are
+// skipped (the node sends a revision's changes in the same order every
+// time).
+func readWatch(resp *http.Response, cur *cursor, send func(WatchMessage) bool) error {
+	skip := 0
+	if cur.last > cur.complete {
+		skip = cur.sent
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
@@ -168,18 +196,25 @@ func readWatch(resp *http.Response, from *uint64, send func(WatchMessage) bool) 
 			if l.Event.Kind == "delete" {
 				e.Type = Delete
 			}
-			if e.Revision() <= *from {
+			rev := e.Revision()
+			switch {
+			case rev <= cur.complete:
 				continue
+			case rev == cur.last && skip > 0:
+				skip--
+				continue
+			case rev > cur.last:
+				cur.complete, cur.last, cur.sent, skip = rev-1, rev, 0, 0
 			}
-			*from = e.Revision()
+			cur.sent++
 			if !send(WatchMessage{Event: e}) {
 				return context.Canceled
 			}
 		case l.Progress != nil:
-			if l.Progress.Revision > *from {
-				*from = l.Progress.Revision
+			if p := l.Progress.Revision; p >= cur.last && p > cur.complete {
+				cur.complete, cur.last, cur.sent, skip = p, p, 0, 0
 			}
-			if !send(WatchMessage{Progress: *from}) {
+			if !send(WatchMessage{Progress: cur.complete}) {
 				return context.Canceled
 			}
 		case l.End != nil:

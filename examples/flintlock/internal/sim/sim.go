@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -67,9 +66,14 @@ func (h *Host) Run(ctx context.Context) error {
 		for i := range kvs {
 			h.reconcileKV(ctx, &kvs[i])
 		}
-		events, err := h.Client.Watch(ctx, ramrod.WatchOptions{Key: h.Repo.Prefix(), IsPrefix: true, FromRevision: rev})
+		wctx, cancel := context.WithCancel(ctx)
+		events, err := h.Client.Watch(wctx, ramrod.WatchOptions{Key: h.Repo.Prefix(), IsPrefix: true, FromRevision: rev})
 		if err != nil {
+			cancel()
 			h.logger().Warn("watching microvms", "error", err)
+			if !sleep(ctx, time.Second) {
+				break
+			}
 			continue
 		}
 		tick := time.NewTicker(resync)
@@ -78,6 +82,7 @@ func (h *Host) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				tick.Stop()
+				cancel()
 				return ctx.Err()
 			case <-tick.C:
 				break watch
@@ -95,6 +100,8 @@ func (h *Host) Run(ctx context.Context) error {
 			}
 		}
 		tick.Stop()
+		// The next round lists and watches anew; this watch ends.
+		cancel()
 	}
 	return ctx.Err()
 }
@@ -114,18 +121,19 @@ func (h *Host) reconcileKV(ctx context.Context, kv *ramrod.KeyValue) {
 		h.logger().Error("a record does not decode", "key", kv.Key, "error", err)
 		return
 	}
+	id := vm.ID
 	for attempt := 0; attempt < 5; attempt++ {
 		err = h.reconcile(ctx, vm)
 		if !errors.Is(err, microvmstore.ErrConflict) {
 			break
 		}
 		// Someone saved it meanwhile: reconcile the newest.
-		if vm, err = h.Repo.Get(ctx, microvmstore.RepositoryGetOptions{Namespace: vm.ID.Namespace, Name: vm.ID.Name, UID: vm.ID.UID}); err != nil {
+		if vm, err = h.Repo.Get(ctx, microvmstore.RepositoryGetOptions{Namespace: id.Namespace, Name: id.Name, UID: id.UID}); err != nil {
 			break
 		}
 	}
 	if err != nil && !errors.Is(err, microvmstore.ErrNotFound) {
-		h.logger().Warn("reconciling", "vm", vm.ID.String(), "error", err)
+		h.logger().Warn("reconciling", "vm", id.String(), "error", err)
 	}
 }
 
@@ -143,7 +151,7 @@ func (h *Host) reconcile(ctx context.Context, vm *microvmstore.MicroVM) error {
 		next.Status.NetworkInterfaces = map[string]microvmstore.NetworkInterfaceStatus{}
 		for i, nic := range vm.Spec.NetworkInterfaces {
 			next.Status.NetworkInterfaces[nic.GuestDeviceName] = microvmstore.NetworkInterfaceStatus{
-				HostDeviceName: fmt.Sprintf("fl%s%d", vm.ID.UID[:6], i),
+				HostDeviceName: fmt.Sprintf("fl%.6s%d", vm.ID.UID, i),
 				Index:          i,
 			}
 		}
@@ -263,8 +271,10 @@ func writeError(w http.ResponseWriter, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, microvmstore.ErrConflict):
 		status = http.StatusConflict
-	case strings.HasPrefix(err.Error(), "microvmstore:"):
+	case errors.Is(err, microvmstore.ErrInvalid), errors.Is(err, ramrod.ErrBadRequest):
 		status = http.StatusBadRequest
+	case errors.Is(err, ramrod.ErrUnavailable), errors.Is(err, ramrod.ErrNotLeader):
+		status = http.StatusServiceUnavailable
 	}
 	http.Error(w, err.Error(), status)
 }

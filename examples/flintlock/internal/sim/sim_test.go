@@ -31,7 +31,7 @@ func TestTheSimulatorReconcilesAcrossANodeRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := &sim.Host{Client: simClient, Repo: repo, Resync: time.Hour, Log: quiet}
+	h := &sim.Host{Client: simClient, Repo: repo, Resync: 500 * time.Millisecond, Log: quiet}
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
 	api := httptest.NewServer(h.Handler())
@@ -105,7 +105,6 @@ func TestTheSimulatorReconcilesAcrossANodeRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
 	c.Restart(2)
 	eventually("what changed while the node was down reconciled", allCreated(6))
 
@@ -122,11 +121,15 @@ func TestTheSimulatorReconcilesAcrossANodeRestart(t *testing.T) {
 	resp.Body.Close()
 	eventually("the deleted microvm removed", allCreated(5))
 	// Bad input: 400 naming it.
-	resp, err = http.Post(api.URL+"/v1/microvms", "application/json", bytes.NewReader([]byte(`{"name":"x","vcpu":1,"memory_mb":1,"colour":"blue"}`)))
+	resp, err = http.Post(api.URL+"/v1/microvms", "application/json", bytes.NewReader([]byte(`{"namespace":"ns","name":"x","vcpu":1,"memory_mb":1,"colour":"blue"}`)))
 	if err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("unknown field: %v %v", resp, err)
 	}
+	msg, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if !bytes.Contains(msg, []byte("colour")) {
+		t.Fatalf("the answer does not name the field: %s", msg)
+	}
 	cancel()
 	<-done
 }

@@ -45,7 +45,19 @@ type Node struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	park   chan struct{}
+	// While the node is down: closing park stops the goroutine that keeps
+	// its port, which closes parked when it has.
+	park, parked chan struct{}
+}
+
+// unpark stops keeping the port (the node is starting, or the test ends)
+// and waits until nothing accepts on it here.
+func (n *Node) unpark() {
+	if n.park != nil {
+		close(n.park)
+		<-n.parked
+		n.park, n.parked = nil, nil
+	}
 }
 
 // Binary is the ramrod executable the tests run.
@@ -88,6 +100,7 @@ func Start(t testing.TB, n int, extraTOML string) *Cluster {
 	t.Cleanup(func() {
 		for _, node := range c.Nodes {
 			c.Kill(node.ID)
+			node.unpark()
 			node.ln.Close()
 		}
 		os.RemoveAll(dir)
@@ -125,10 +138,7 @@ func (c *Cluster) Restart(id int) {
 	if n.cmd != nil {
 		c.t.Fatalf("node %d is running", id)
 	}
-	if n.park != nil {
-		close(n.park)
-		n.park = nil
-	}
+	n.unpark()
 	f, err := n.ln.File()
 	if err != nil {
 		c.t.Fatal(err)
@@ -190,10 +200,14 @@ func (c *Cluster) stop(id int, sig syscall.Signal) {
 		<-n.exited
 	}
 	n.cmd = nil
-	// Keep the port, refusing what comes, until the node is back.
-	park := make(chan struct{})
-	n.park = park
+	// Keep the port until the node is back, so no other process takes it;
+	// what connects meanwhile is accepted and closed at once (a refused
+	// connection would need the port released).
+	park, parked := make(chan struct{}), make(chan struct{})
+	n.park, n.parked = park, parked
 	go func() {
+		defer close(parked)
+		defer func() { _ = n.ln.SetDeadline(time.Time{}) }()
 		for {
 			select {
 			case <-park:
@@ -204,10 +218,13 @@ func (c *Cluster) stop(id int, sig syscall.Signal) {
 			conn, err := n.ln.Accept()
 			if err == nil {
 				conn.Close()
+				continue
+			}
+			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+				return
 			}
 		}
 	}()
-	// A killed node leaves its socket file behind: its restart replaces it.
 }
 
 // Client is a client of the given nodes' unix sockets (all when none).
@@ -239,7 +256,9 @@ func (c *Cluster) Leader(t testing.TB) int {
 			if !up {
 				continue
 			}
-			s, err := c.Client(t, n.ID).Status(t.Context())
+			cl := c.Client(t, n.ID)
+			s, err := cl.Status(t.Context())
+			cl.CloseIdleConnections()
 			if err == nil && s.Role == "Leader" {
 				return n.ID
 			}
