@@ -331,6 +331,8 @@ fn serve_one(dir: &tempfile::TempDir, token: &str, extra: &str) -> (ProcessClust
         nodes: 1,
         token: token.into(),
         extra_toml: extra.into(),
+        rust_log: "info".into(),
+        log_files: true,
         ..ClusterSpec::default()
     };
     let mut c =
@@ -372,6 +374,13 @@ fn serve_and_status() {
     };
     assert_eq!(out.id, 1);
     assert!(dir.path().join("node-1").join("raft-log.redb").exists());
+    // Its log, written to a file, is plain text: no colour escapes.
+    let log = std::fs::read_to_string(dir.path().join("node-1.log")).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour escapes in a log file: {log:?}"
+    );
 
     // `ramrod members`: list, and changes refused with what is wrong.
     let o = ramrod(&[

@@ -301,6 +301,30 @@ fn a_policy_rolls_out_to_every_node_at_one_index_and_survives_a_restart() {
             before,
             "nothing entered the log"
         );
+        // Each refusal is counted and kept as the last error; a refused
+        // local swap too.
+        let p = lead.policy().unwrap();
+        assert_eq!((p.rollout_failures, p.swap_failures), (2, 0), "{p:?}");
+        assert!(
+            p.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("refused rollout"),
+            "{p:?}"
+        );
+        let r = put(lead, "builtin=entries&config=no_such_key%3D1", vec![])
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let p = lead.policy().unwrap();
+        assert_eq!((p.rollout_failures, p.swap_failures), (2, 1), "{p:?}");
+        assert!(
+            p.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("refused local swap"),
+            "{p:?}"
+        );
 
         // A follower answers with the leader.
         let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();

@@ -391,11 +391,17 @@ fn wasi_guest_has_no_capabilities() {
         )
         .unwrap();
     assert!(report.meta.imports_wasi);
-    let r = h.decide(&steady());
+    let facts = steady();
+    let r = h.decide(&facts);
     assert_eq!(r.decided_by, DecidedBy::Policy);
+    // Its clocks: monotonic time moves (and does not start at 0, which
+    // Go's runtime refuses); wall time is the call's `now-ms`.
     assert_eq!(
         r.decision.reason,
-        "env=0 read=denied write=denied tcp=denied"
+        format!(
+            "env=0 read=denied write=denied tcp=denied mono=advances wall_ms={}",
+            facts.log.now_ms
+        )
     );
     assert!(!std::path::Path::new("ramrod-probe.txt").exists());
 }

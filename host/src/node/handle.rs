@@ -1010,6 +1010,24 @@ impl NodeHandle {
         choice: PolicyChoice,
         scope: Scope,
     ) -> Result<Swapped, OpError> {
+        let r = self.swap_policy_unrecorded(choice, scope).await;
+        if let Err(e) = &r
+            && !matches!(e, OpError::NotLeader { .. } | OpError::Shutdown)
+            && let Ok(parts) = self.parts()
+        {
+            parts
+                .controller
+                .shared()
+                .note_refused(scope == Scope::Cluster, &e.to_string());
+        }
+        r
+    }
+
+    async fn swap_policy_unrecorded(
+        &self,
+        choice: PolicyChoice,
+        scope: Scope,
+    ) -> Result<Swapped, OpError> {
         let Some(source) = choice.source else {
             return Err(OpError::Invalid(
                 "the native policy is a start-up setting (`policy.name = \"native\"`), not a swap"

@@ -136,8 +136,14 @@ pub struct PolicyStatus {
     pub origin: String,
     /// For a rollout: the index of its entry.
     pub index: Option<u64>,
-    /// The last rollout this node could not load.
+    /// The last rollout this node could not load, or swap it refused.
     pub last_error: Option<String>,
+    /// Rollouts this node could not load or refused to propose.
+    #[serde(default)]
+    pub rollout_failures: u64,
+    /// Local swaps this node refused.
+    #[serde(default)]
+    pub swap_failures: u64,
     /// The policy host's counters.
     pub stats: PolicyStats,
 }
@@ -164,6 +170,8 @@ impl PolicyStatus {
             origin: origin.origin,
             index: origin.index,
             last_error: origin.last_error,
+            rollout_failures: shared.stats().rollout_failures,
+            swap_failures: shared.stats().swap_failures,
             stats: host.stats(),
         }
     }

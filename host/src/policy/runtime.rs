@@ -13,7 +13,7 @@ use super::bindings::{self, CompactionPolicy, CompactionPolicyPre, POLICY_EXPORT
 use super::cache::{CompileCache, CompileSource};
 use super::error::{FailureKind, PolicyError, PolicyFailure};
 use super::limits::SandboxLimits;
-use super::sandbox::{GuestState, Limiter, capability_free_wasi};
+use super::sandbox::{GuestClock, GuestState, Limiter, capability_free_wasi};
 use super::validate::{check_exports, check_header, check_imports};
 
 /// How often the engine's epoch advances: the resolution of call timeouts.
@@ -303,10 +303,11 @@ impl WasmPolicy {
     fn start(&self) -> Result<Instance, Started> {
         let rt = &self.runtime;
         let l = &rt.limits;
+        let clock = Arc::new(GuestClock::default());
         let wasi = self
             .meta
             .imports_wasi
-            .then(|| (capability_free_wasi(), ResourceTable::new()));
+            .then(|| (capability_free_wasi(&clock), ResourceTable::new()));
         let state = GuestState {
             limiter: Limiter {
                 memory_bytes: l.memory_bytes,
@@ -314,6 +315,7 @@ impl WasmPolicy {
                 denied: None,
             },
             wasi,
+            clock,
         };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -374,6 +376,7 @@ impl WasmPolicy {
         let log = bindings::log_facts(&facts.log);
         let snap = bindings::snapshot_facts(&facts.snapshot);
         arm(&mut inst.store, l.fuel_per_call, l.call_timeout_ms);
+        inst.store.data().clock.set_now_ms(facts.log.now_ms);
         let t = Instant::now();
         let r = inst
             .bindings

@@ -66,8 +66,12 @@ pub struct ControllerStats {
     pub purged_entries: u64,
     /// Policy swaps that a rollout entry caused.
     pub rollouts_applied: u64,
-    /// Rollouts this node could not load (it kept its policy).
+    /// Rollouts this node could not load (it kept its policy), and
+    /// rollouts it refused to propose (validation failed on the leader).
     pub rollout_failures: u64,
+    /// Local swaps this node refused (it kept its policy).
+    #[serde(default)]
+    pub swap_failures: u64,
     /// Whether a snapshot build is running now.
     pub building: bool,
 }
@@ -83,6 +87,7 @@ pub(super) struct Counters {
     pub(super) purged_entries: AtomicU64,
     pub(super) rollouts_applied: AtomicU64,
     pub(super) rollout_failures: AtomicU64,
+    pub(super) swap_failures: AtomicU64,
     pub(super) building: AtomicBool,
 }
 
@@ -140,6 +145,7 @@ impl ControllerShared {
             purged_entries: g(&c.purged_entries),
             rollouts_applied: g(&c.rollouts_applied),
             rollout_failures: g(&c.rollout_failures),
+            swap_failures: g(&c.swap_failures),
             building: c.building.load(Ordering::Relaxed),
         }
     }
@@ -150,6 +156,25 @@ impl ControllerShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records a refused swap (`rollout`: a rollout refused before it was
+    /// proposed; else a local swap): counted, logged, and kept as the
+    /// last error. The running policy stays.
+    pub fn note_refused(&self, rollout: bool, why: &str) {
+        let c = &self.counters;
+        let what = if rollout {
+            Counters::add(&c.rollout_failures, 1);
+            "rollout"
+        } else {
+            Counters::add(&c.swap_failures, 1);
+            "local swap"
+        };
+        tracing::warn!(error = %why, "refused a policy {what}; the running policy stays");
+        self.origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(format!("refused {what}: {why}"));
     }
 
     /// Records that an operator swapped this node's policy by hand.
