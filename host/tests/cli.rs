@@ -126,6 +126,65 @@ fn check_fails_on_a_policy_that_traps_or_needs_clamping() {
     );
 }
 
+/// `policy check` shows each scenario's peak fuel and memory and the
+/// limits the policy needs, and a second run loads the compiled component
+/// from its cache.
+#[test]
+fn check_reports_peaks_and_reuses_its_compile_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache").display().to_string();
+    let run = || {
+        let o = ramrod(&[
+            "policy",
+            "check",
+            "entries",
+            "--calls",
+            "3",
+            "--cache-dir",
+            &cache,
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        out
+    };
+    let first = run();
+    assert!(
+        first.contains("peak fuel") && first.contains("peak KiB"),
+        "{first}"
+    );
+    assert!(first.contains("needs: fuel-per-call >= "), "{first}");
+    assert!(first.contains("(Compiled)"), "{first}");
+    let second = run();
+    assert!(
+        second.contains("(Disk)"),
+        "the second run compiled again: {second}"
+    );
+}
+
+/// A policy over what a node accepts is refused before any upload, with
+/// the limit (not a broken pipe mid-upload).
+#[test]
+fn swap_refuses_a_policy_over_the_limit_before_uploading() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; (4 << 20) + 1]).unwrap();
+    let o = ramrod(&[
+        "policy",
+        "swap",
+        "--node",
+        "http://127.0.0.1:9",
+        "--token",
+        "any-token-123",
+        &big.display().to_string(),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("a node accepts policies of at most 4194304 bytes"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_runs_a_wasi_guest_without_capabilities() {
     let dir = tempfile::tempdir().unwrap();

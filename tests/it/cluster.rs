@@ -157,13 +157,21 @@ fn three_nodes_replicate_and_answer_over_http() {
             http.get(url(leader, "/raft/segment/not-hex!")),
             http.get(url(leader, "/raft/segment/abcdef0123")),
         ];
+        let mut too_large = 0;
         for req in bad {
             let r = req.send().await.unwrap();
             let status = r.status();
             let text = r.text().await.unwrap();
             assert!(status.is_client_error(), "{status}: {text}");
             assert!(!text.is_empty(), "{status} without a message");
+            if status == 413 {
+                // Too large: JSON naming the limit.
+                let e: ErrorBody = serde_json::from_str(&text).unwrap();
+                assert!(e.error.contains("-byte limit"), "{}", e.error);
+                too_large += 1;
+            }
         }
+        assert_eq!(too_large, 1, "the 9 MiB value is answered 413");
         assert_eq!(leader.internals().sm.state_hash(), before, "a bad request changed the state");
         assert_eq!(
             leader.internals().controller.shared().origin().origin,

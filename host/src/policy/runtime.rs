@@ -95,6 +95,9 @@ pub struct CallOutcome {
     pub fuel: u64,
     /// Wall-clock time of the call.
     pub elapsed: Duration,
+    /// The largest linear memory the instance has grown to, up to and
+    /// including this call (instances are reused), in bytes.
+    pub memory_bytes: usize,
 }
 
 /// A component that passed loading: compiled, linked, configured.
@@ -313,6 +316,7 @@ impl WasmPolicy {
                 memory_bytes: l.memory_bytes,
                 table_elements: l.table_elements,
                 denied: None,
+                peak_bytes: 0,
             },
             wasi,
             clock,
@@ -389,12 +393,14 @@ impl WasmPolicy {
                     0 => 0,
                     limit => limit.saturating_sub(inst.store.get_fuel().unwrap_or(0)),
                 };
+                let memory_bytes = inst.store.data().limiter.peak_bytes;
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                 if pool.len() < l.pooled_instances {
                     pool.push(inst);
                 }
                 Ok(CallOutcome {
                     decision: bindings::decision(d),
+                    memory_bytes,
                     fuel,
                     elapsed,
                 })

@@ -33,6 +33,8 @@ pub(super) struct Limiter {
     pub(super) memory_bytes: usize,
     pub(super) table_elements: usize,
     pub(super) denied: Option<String>,
+    /// The largest linear memory the guest has grown to, in bytes.
+    pub(super) peak_bytes: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -50,6 +52,7 @@ impl ResourceLimiter for Limiter {
             self.denied = Some(why.clone());
             return Err(wasmtime::Error::msg(why));
         }
+        self.peak_bytes = self.peak_bytes.max(desired);
         Ok(true)
     }
 

@@ -35,6 +35,11 @@ pub enum PolicyCommand {
         /// Calls per scenario, to time them (the median is shown).
         #[arg(long, default_value_t = 201)]
         calls: usize,
+        /// Keep compiled components here, as a node does in its data
+        /// directory (default: `$XDG_CACHE_HOME/ramrod` or
+        /// `~/.cache/ramrod`; `--cache-dir ""` compiles every time).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// List the built-in policies.
     List,
@@ -91,7 +96,8 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
             config,
             limits,
             calls,
-        } => check(&policy, config, limits, calls.max(1)),
+            cache_dir,
+        } => check(&policy, config, limits, calls.max(1), cache_dir),
         PolicyCommand::Swap {
             node,
             cluster,
@@ -127,6 +133,13 @@ fn swap(
                 builtin_names().join(", ")
             )
         })?;
+        // Refused here, with the limit, rather than cut off mid-upload.
+        let max = ramrod::internals::node::handle::MAX_POLICY_BYTES;
+        anyhow::ensure!(
+            bytes.len() <= max,
+            "{policy} is {} bytes; a node accepts policies of at most {max} bytes",
+            bytes.len()
+        );
         let label = path
             .file_name()
             .map_or_else(|| policy.to_string(), |f| f.to_string_lossy().into_owned());
@@ -215,11 +228,20 @@ fn read_toml_file(path: &Option<PathBuf>, what: &str) -> Result<String> {
     }
 }
 
+/// Where `policy check` keeps compiled components.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("ramrod").join("policy-cache"))
+}
+
 fn check(
     policy: &str,
     config: Option<PathBuf>,
     limits: Option<PathBuf>,
     calls: usize,
+    cache_dir: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let config_text = read_toml_file(&config, "policy config")?;
     let limits_text = read_toml_file(&limits, "limits file")?;
@@ -232,7 +254,18 @@ fn check(
                 .unwrap_or_default()
         )
     })?;
-    let runtime = PolicyRuntime::new(limits, None)?;
+    let runtime = match cache_dir {
+        Some(d) if d.as_os_str().is_empty() => PolicyRuntime::new(limits.clone(), None)?,
+        Some(d) => PolicyRuntime::new(limits.clone(), Some(d))?,
+        // The default cache is a convenience: without it, compile.
+        None => match PolicyRuntime::new(limits.clone(), default_cache_dir()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("warning: no compile cache ({e}); compiling");
+                PolicyRuntime::new(limits.clone(), None)?
+            }
+        },
+    };
     let source = PolicySource::parse(policy);
     let bytes = source.bytes()?;
     let (loaded, report) = runtime.load(&bytes, &source.to_string(), &config_text)?;
@@ -249,6 +282,13 @@ fn check(
             "imports nothing"
         }
     );
+    let max = ramrod::internals::node::handle::MAX_POLICY_BYTES;
+    if meta.size > max {
+        println!(
+            "warning: {} bytes is over the {max} bytes a node accepts: it cannot be swapped in or rolled out",
+            meta.size
+        );
+    }
     println!(
         "compiled in {:.1} ms ({:?}), instantiated and configured in {:.2} ms",
         ms(report.compile),
@@ -257,26 +297,39 @@ fn check(
     );
     println!();
     println!(
-        "{:<19} {:<12} {:>12} {:>6} {:>7} {:>8} {:>8}  reason",
-        "scenario", "snapshot", "purge-up-to", "retain", "next-ms", "fuel", "us/call"
+        "{:<19} {:<12} {:>12} {:>6} {:>7} {:>10} {:>8} {:>8}  reason",
+        "scenario",
+        "snapshot",
+        "purge-up-to",
+        "retain",
+        "next-ms",
+        "peak fuel",
+        "peak KiB",
+        "us/call"
     );
     let bounds = Bounds::default();
     let mut clamped: Vec<(&str, Vec<Clamp>)> = Vec::new();
+    let (mut need_fuel, mut need_memory) = (0u64, 0usize);
     for s in scenarios() {
         let mut times = Vec::with_capacity(calls);
         let mut last = None;
+        let (mut fuel, mut memory) = (0u64, 0usize);
         for _ in 0..calls {
             let out = loaded
                 .decide(&s.facts)
                 .with_context(|| format!("policy failed on the `{}` scenario", s.name))?;
             times.push(out.elapsed);
+            fuel = fuel.max(out.fuel);
+            memory = memory.max(out.memory_bytes);
             last = Some(out);
         }
+        need_fuel = need_fuel.max(fuel);
+        need_memory = need_memory.max(memory);
         times.sort();
         let out = last.expect("at least one call");
         let d = &out.decision;
         println!(
-            "{:<19} {:<12} {:>12} {:>6} {:>7} {:>8} {:>8.2}  {}",
+            "{:<19} {:<12} {:>12} {:>6} {:>7} {:>10} {:>8} {:>8.2}  {}",
             s.name,
             match d.snapshot {
                 None => "-",
@@ -287,7 +340,8 @@ fn check(
             d.retain_snapshots
                 .map_or("-".to_string(), |r| r.to_string()),
             d.next_check_ms,
-            out.fuel,
+            fuel,
+            memory.div_ceil(1024),
             times[times.len() / 2].as_secs_f64() * 1e6,
             d.reason
                 .chars()
@@ -301,6 +355,11 @@ fn check(
         }
     }
     println!();
+    println!(
+        "needs: fuel-per-call >= {need_fuel} (limit {}), memory-bytes >= {need_memory} (limit {}); \
+         the peaks over {calls} calls per scenario",
+        limits.fuel_per_call, limits.memory_bytes
+    );
     if clamped.is_empty() {
         println!("ok: every decision is safe as returned (nothing clamped)");
         return Ok(ExitCode::SUCCESS);

@@ -64,6 +64,7 @@ pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<Str
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(too_large))
         .with_state(handle)
         .merge(raft)
 }
@@ -107,6 +108,23 @@ async fn authenticate(
         )
             .into_response()
     }
+}
+
+/// A body over the limit gets a JSON answer naming the limit (the
+/// extractor's own is plain text).
+async fn too_large(resp: Response) -> Response {
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return resp;
+    }
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(ErrorBody::new(format!(
+            "the request body is over the {MAX_BODY}-byte limit (requests carry at most \
+             {MAX_REQUEST_BYTES} bytes of keys and values, policies at most {} bytes)",
+            super::handle::MAX_POLICY_BYTES
+        ))),
+    )
+        .into_response()
 }
 
 /// A 400 with `msg`.
