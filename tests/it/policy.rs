@@ -406,6 +406,36 @@ fn wasi_guest_has_no_capabilities() {
     assert!(!std::path::Path::new("ramrod-probe.txt").exists());
 }
 
+/// A guest's own words reach its failure: the panic message a WASI guest
+/// writes to stderr is attached to the trap (bounded), and to nothing else.
+#[test]
+fn a_failing_wasi_guest_s_stderr_is_attached_to_its_failure() {
+    let h = host();
+    h.swap(
+        &bytes("hostile-wasi.wasm", HOSTILE_WASI),
+        "behavior = \"panic\"\ntrigger = \"magic\"",
+    )
+    .unwrap();
+    let good = h.decide(&steady());
+    assert_eq!(good.decided_by, DecidedBy::Policy);
+    match &h.decide(&magic(steady())).decided_by {
+        DecidedBy::Fallback { failure } => {
+            assert_eq!(failure.kind, FailureKind::Trap);
+            assert!(
+                failure.message.contains("guest stderr:")
+                    && failure.message.contains("hostile policy panics on purpose"),
+                "{failure}"
+            );
+            assert!(
+                failure.message.len() < 8 << 10,
+                "bounded: {}",
+                failure.message.len()
+            );
+        }
+        other => panic!("decided by {other:?}"),
+    }
+}
+
 /// Threads decide continuously while the policy is swapped 1,000 times
 /// between two versions: no call fails, and every decision is wholly one
 /// version's (it equals that version's native decision on those facts).

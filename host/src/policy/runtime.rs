@@ -13,7 +13,7 @@ use super::bindings::{self, CompactionPolicy, CompactionPolicyPre, POLICY_EXPORT
 use super::cache::{CompileCache, CompileSource};
 use super::error::{FailureKind, PolicyError, PolicyFailure};
 use super::limits::SandboxLimits;
-use super::sandbox::{GuestClock, GuestState, Limiter, capability_free_wasi};
+use super::sandbox::{GuestClock, GuestState, Limiter, StderrTail, capability_free_wasi};
 use super::validate::{check_exports, check_header, check_imports};
 
 /// How often the engine's epoch advances: the resolution of call timeouts.
@@ -307,10 +307,11 @@ impl WasmPolicy {
         let rt = &self.runtime;
         let l = &rt.limits;
         let clock = Arc::new(GuestClock::default());
+        let stderr = StderrTail::default();
         let wasi = self
             .meta
             .imports_wasi
-            .then(|| (capability_free_wasi(&clock), ResourceTable::new()));
+            .then(|| (capability_free_wasi(&clock, &stderr), ResourceTable::new()));
         let state = GuestState {
             limiter: Limiter {
                 memory_bytes: l.memory_bytes,
@@ -320,6 +321,8 @@ impl WasmPolicy {
             },
             wasi,
             clock,
+            stderr,
+            stderr_mark: 0,
         };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -417,7 +420,9 @@ fn arm(store: &mut Store<GuestState>, fuel: u64, timeout_ms: u64) {
         let _ = store.set_fuel(fuel);
     }
     store.set_epoch_deadline(ticks(timeout_ms));
-    store.data_mut().limiter.denied = None;
+    let data = store.data_mut();
+    data.limiter.denied = None;
+    data.stderr_mark = data.stderr.written();
 }
 
 fn classify(store: &Store<GuestState>, e: wasmtime::Error) -> PolicyFailure {
@@ -441,6 +446,12 @@ fn classify(store: &Store<GuestState>, e: wasmtime::Error) -> PolicyFailure {
             cut -= 1;
         }
         message.truncate(cut);
+    }
+    // What the guest said before it failed (its exception, its panic).
+    let said = store.data().stderr.since(store.data().stderr_mark);
+    if !said.is_empty() {
+        message.push_str("; guest stderr: ");
+        message.push_str(&said);
     }
     PolicyFailure { kind, message }
 }

@@ -17,6 +17,10 @@ pub(crate) struct GuestState {
     pub(super) wasi: Option<(WasiCtx, ResourceTable)>,
     /// The clocks its WASI context reads.
     pub(super) clock: Arc<GuestClock>,
+    /// What the guest wrote to stderr (the newest bytes), and how much
+    /// it had written when the current call began.
+    pub(super) stderr: StderrTail,
+    pub(super) stderr_mark: u64,
 }
 
 impl WasiView for GuestState {
@@ -140,10 +144,102 @@ impl wasmtime_wasi::HostMonotonicClock for MonotonicClock {
     }
 }
 
+/// How much of a guest's stderr is kept: the newest bytes, attached to a
+/// failure (a Python traceback, a JavaScript exception, a Rust panic).
+pub(crate) const STDERR_TAIL: usize = 4 << 10;
+
+/// A guest's stderr: the newest [`STDERR_TAIL`] bytes and a count of all.
+/// Writing never fails and never grows past that.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StderrTail(Arc<std::sync::Mutex<(std::collections::VecDeque<u8>, u64)>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (buf, written) = &mut *g;
+        *written += bytes.len() as u64;
+        let keep = &bytes[bytes.len().saturating_sub(STDERR_TAIL)..];
+        buf.extend(keep);
+        let over = buf.len().saturating_sub(STDERR_TAIL);
+        buf.drain(..over);
+    }
+
+    /// Bytes written so far.
+    pub(super) fn written(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// What was written after `mark` (as much of it as is kept), as text.
+    pub(super) fn since(&self, mark: u64) -> String {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (buf, written) = &*g;
+        let new = (written - mark.min(*written)).min(buf.len() as u64) as usize;
+        let bytes: Vec<u8> = buf.iter().skip(buf.len() - new).copied().collect();
+        String::from_utf8_lossy(&bytes).trim_end().to_string()
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for StderrTail {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
 /// A WASI context with no capabilities: no preopened directories, no
 /// environment, no arguments, no network, empty stdio, the clocks of
-/// [`GuestClock`] and deterministic "randomness".
-pub(super) fn capability_free_wasi(clock: &Arc<GuestClock>) -> WasiCtx {
+/// [`GuestClock`], deterministic "randomness", and stderr kept for
+/// failures ([`StderrTail`]).
+pub(super) fn capability_free_wasi(clock: &Arc<GuestClock>, stderr: &StderrTail) -> WasiCtx {
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.allow_tcp(false)
         .allow_udp(false)
@@ -151,6 +247,7 @@ pub(super) fn capability_free_wasi(clock: &Arc<GuestClock>) -> WasiCtx {
         .socket_addr_check(|_, _| Box::pin(async { false }))
         .wall_clock(WallClock(clock.clone()))
         .monotonic_clock(MonotonicClock(clock.clone()))
+        .stderr(stderr.clone())
         .secure_random(wasmtime_wasi::Deterministic::new(vec![4, 2]))
         .insecure_random(wasmtime_wasi::Deterministic::new(vec![4, 2]))
         .insecure_random_seed(42);
