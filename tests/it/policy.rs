@@ -14,7 +14,8 @@ use ramrod::sdk::{Bounds, Clamp, Facts, Policy, clamp};
 use ramrod_policies::{Adaptive, BytesOrAge, Entries};
 
 use crate::support::{
-    HOSTILE, HOSTILE_WASI, Rng, WRONG_VERSION, WRONG_WORLD, bytes, host, random_facts, runtime,
+    COMPATIBLE_VERSION, HOSTILE, HOSTILE_WASI, Rng, WRONG_VERSION, WRONG_WORLD, bytes, host,
+    random_facts, runtime,
 };
 
 /// Facts that set off a `trigger = "magic"` hostile fixture.
@@ -254,7 +255,7 @@ fn failed_swaps_leave_the_old_policy_running() {
             bytes("wrong-version.wasm", WRONG_VERSION),
             "",
             |e| matches!(e, PolicyError::WrongContract { .. }),
-            "policy@0.2.0",
+            "this host speaks ramrod:policy@0.1.x",
         ),
         (
             "missing file",
@@ -378,6 +379,24 @@ fn repeated_failures_roll_back() {
     }
     assert!(matches!(h.active(), ActivePolicy::Native));
     assert_eq!(h.decide(&steady()).decided_by, DecidedBy::Native);
+}
+
+/// A policy built against a later patch version of the contract (0.1.1)
+/// loads and decides on a host that speaks 0.1.0.
+#[test]
+fn a_semver_compatible_contract_version_loads() {
+    let h = host();
+    let report = h
+        .swap(&bytes("compatible-version.wasm", COMPATIBLE_VERSION), "")
+        .unwrap();
+    assert_eq!(report.meta.name, "compatible-0.1.1");
+    let r = h.decide(&steady());
+    assert_eq!(r.decided_by, DecidedBy::Policy);
+    assert!(
+        r.decision.reason.starts_with("built against 0.1.1"),
+        "{}",
+        r.decision.reason
+    );
 }
 
 /// A guest that imports WASI loads, but reaches no file, variable or socket.

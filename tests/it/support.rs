@@ -13,6 +13,9 @@ pub const HOSTILE_WASI: &[u8] = include_bytes!("../../policies/fixtures/dist/hos
 pub const WRONG_WORLD: &[u8] = include_bytes!("../../policies/fixtures/dist/wrong-world.wasm");
 /// Exports `ramrod:policy/policy@0.2.0`.
 pub const WRONG_VERSION: &[u8] = include_bytes!("../../policies/fixtures/dist/wrong-version.wasm");
+/// Built against `ramrod:policy@0.1.1` (a compatible patch version).
+pub const COMPATIBLE_VERSION: &[u8] =
+    include_bytes!("../../policies/fixtures/dist/compatible-version.wasm");
 
 /// A directory for the on-disk compile cache shared by test runs, so each
 /// component is compiled once per machine, not once per test.

@@ -78,6 +78,13 @@ const GUESTS: &[Guest] = &[
         target: TARGETS[0],
         features: "wrong-version",
     },
+    Guest {
+        name: "compatible-version",
+        dir: "policies/fixtures/dist",
+        package: "ramrod-policy-fixtures",
+        target: TARGETS[0],
+        features: "compatible-version",
+    },
 ];
 
 fn main() -> Result<()> {
