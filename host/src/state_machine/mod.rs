@@ -147,7 +147,10 @@ impl KvStateMachine {
 
     /// The value of client key `key`, if set.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.get_kv(key).map(|kv| kv.value)
+        if is_reserved(key) {
+            return None;
+        }
+        self.lock().get(key).map(model::record_value)
     }
 
     /// The record (value and revisions) of client key `key`, if set.

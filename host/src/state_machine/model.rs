@@ -69,23 +69,29 @@ fn encode_record(create: u64, modified: u64, version: u64, value: &[u8]) -> Byte
 /// The record of client key `key` from its stored value (a value shorter
 /// than the revisions, which no build writes, reads as a value with none).
 pub fn decode_record(key: &[u8], stored: &Bytes) -> KeyValue {
-    let u = |i: usize| u64::from_le_bytes(stored[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    if stored.len() < RECORD_HEAD {
-        return KeyValue {
-            key: key.to_vec(),
-            value: stored.clone(),
-            create_revision: 0,
-            mod_revision: 0,
-            version: 0,
-        };
-    }
+    let (create_revision, mod_revision, version, value) = split_record(stored);
     KeyValue {
         key: key.to_vec(),
-        value: stored.slice(RECORD_HEAD..),
-        create_revision: u(0),
-        mod_revision: u(1),
-        version: u(2),
+        value,
+        create_revision,
+        mod_revision,
+        version,
     }
+}
+
+/// A stored record's revisions (create, mod, version) and value, without
+/// copying it.
+fn split_record(stored: &Bytes) -> (u64, u64, u64, Bytes) {
+    if stored.len() < RECORD_HEAD {
+        return (0, 0, 0, stored.clone());
+    }
+    let u = |i: usize| u64::from_le_bytes(stored[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    (u(0), u(1), u(2), stored.slice(RECORD_HEAD..))
+}
+
+/// A stored record's value, without copying it.
+pub(super) fn record_value(stored: &Bytes) -> Bytes {
+    split_record(stored).3
 }
 
 impl Inner {
@@ -141,19 +147,20 @@ impl Inner {
     }
 
     /// Stores `stored` under `key` as it is (a reserved key's value, or a
-    /// record).
-    fn put_stored(&mut self, key: Bytes, stored: Bytes) {
+    /// record), in place of `old` (what the key holds now); returns `old`.
+    fn put_stored(&mut self, key: Bytes, stored: Bytes, old: Option<Bytes>) -> Option<Bytes> {
         self.hash = self.hash.wrapping_add(entry_hash(&key, &stored));
         self.bytes += (key.len() + stored.len()) as u64;
-        match self.get(&key).map(|old| (entry_hash(&key, old), old.len())) {
-            Some((old_hash, old_len)) => {
-                self.hash = self.hash.wrapping_sub(old_hash);
-                self.bytes -= (key.len() + old_len) as u64;
+        match &old {
+            Some(old) => {
+                self.hash = self.hash.wrapping_sub(entry_hash(&key, old));
+                self.bytes -= (key.len() + old.len()) as u64;
             }
             None => self.len += 1,
         }
         self.set(key.clone(), Some(stored.clone()));
         self.dirty.insert(key, Some(stored));
+        old
     }
 
     /// The record of client key `key`, if it exists.
@@ -161,25 +168,26 @@ impl Inner {
         self.get(key).map(|stored| decode_record(key, stored))
     }
 
-    /// Sets client key `key` to `value` at `revision`; returns the record
-    /// it replaced.
-    fn put(&mut self, key: Bytes, value: &[u8], revision: u64) -> Option<KeyValue> {
-        let prev = self.record(&key);
-        let (create, version) = prev
-            .as_ref()
-            .map_or((revision, 1), |p| (p.create_revision, p.version + 1));
-        self.put_stored(key.clone(), encode_record(create, revision, version, value));
+    /// Sets client key `key` to `value` at `revision`; returns the stored
+    /// record it replaced.
+    fn put(&mut self, key: Bytes, value: &[u8], revision: u64) -> Option<Bytes> {
+        let old = self.get(&key).cloned();
+        let (create, version) = old.as_ref().map_or((revision, 1), |o| {
+            let (create, _, version, _) = split_record(o);
+            (create, version + 1)
+        });
+        let stored = encode_record(create, revision, version, value);
         self.events.push(Event {
             kind: EventKind::Put,
             kv: KeyValue {
                 key: key.to_vec(),
-                value: Bytes::copy_from_slice(value),
+                value: stored.slice(RECORD_HEAD..),
                 create_revision: create,
                 mod_revision: revision,
                 version,
             },
         });
-        prev
+        self.put_stored(key, stored, old)
     }
 
     /// Removes `key` at `revision`; false if it was not set.
@@ -335,7 +343,8 @@ impl Inner {
                         spec: Arc::new(spec),
                     };
                     let value = postcard::to_allocvec(&applied).expect("a policy serializes");
-                    self.put_stored(Bytes::from_static(POLICY_KEY), Bytes::from(value));
+                    let old = self.get(POLICY_KEY).cloned();
+                    self.put_stored(Bytes::from_static(POLICY_KEY), Bytes::from(value), old);
                     self.policy_changed = Some(applied);
                 }
                 Command::DeleteRange { start, end } => {
@@ -378,8 +387,10 @@ impl Inner {
                 TxnOp::Get { key } if is_reserved(&key) => OpResult::Get { kv: None },
                 TxnOp::Put { key, value } => {
                     changed += 1;
+                    let key = Bytes::from(key);
+                    let prev = self.put(key.clone(), &value, index);
                     OpResult::Put {
-                        prev: self.put(Bytes::from(key), &value, index),
+                        prev: prev.map(|old| decode_record(&key, &old)),
                     }
                 }
                 TxnOp::Delete { key } => {

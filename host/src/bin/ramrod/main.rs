@@ -49,17 +49,7 @@ enum Command {
         listen_fd: Option<i32>,
     },
     /// Show a node's status (admin API; token from --token or RAMROD_TOKEN).
-    Status {
-        /// The node's URL, e.g. http://127.0.0.1:7001, or unix:PATH.
-        #[arg(long)]
-        node: String,
-        /// The admin bearer token.
-        #[arg(long)]
-        token: Option<String>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(node_cmd::Target),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +69,7 @@ fn main() -> ExitCode {
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
         Command::Members(cmd) => members_cmd::run(cmd),
         Command::Serve { config, listen_fd } => node_cmd::serve(config, listen_fd),
-        Command::Status { node, token, json } => node_cmd::status(node, token, json),
+        Command::Status(t) => node_cmd::status(t.node, t.token, t.json),
     };
     match result {
         Ok(code) => code,

@@ -5,25 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use ramrod::Members;
 
-use crate::node_cmd::{client_runtime, node_client, token_or_env};
-
-/// Where and how to reach the cluster.
-#[derive(Debug, Args)]
-pub struct Target {
-    /// A node's URL (http://127.0.0.1:7001) or unix socket (unix:PATH); a
-    /// change is sent on to the leader.
-    #[arg(long)]
-    node: String,
-    /// The admin bearer token (else RAMROD_TOKEN).
-    #[arg(long)]
-    token: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
+use crate::node_cmd::{Target, client_runtime, node_client, token_or_env};
 
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {

@@ -63,6 +63,21 @@ pub fn serve(config: PathBuf, listen_fd: Option<i32>) -> Result<ExitCode> {
     })
 }
 
+/// Which node an admin command talks to, and how.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// A node's URL (http://127.0.0.1:7001) or unix socket (unix:PATH); a
+    /// change is sent on to the leader.
+    #[arg(long)]
+    pub node: String,
+    /// The admin bearer token (else RAMROD_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The admin token: `--token`, else `RAMROD_TOKEN`.
 pub fn token_or_env(token: Option<String>) -> Result<String> {
     token
