@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -96,8 +97,13 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 	out := make(chan WatchMessage, 64)
 	go func() {
 		defer close(out)
-		// A read blocked on the stream ends when ctx does.
-		stop := context.AfterFunc(ctx, func() { stream.Body.Close() })
+		// A read blocked on the stream ends when ctx does. Each stream's
+		// hook closes that stream's own body: the variable is reassigned
+		// (and nil after a failed reopen) while an older hook may run.
+		closeOnDone := func(body io.Closer) func() bool {
+			return context.AfterFunc(ctx, func() { body.Close() })
+		}
+		stop := closeOnDone(stream.Body)
 		defer func() { stop() }()
 		send := func(m WatchMessage) bool {
 			select {
@@ -111,6 +117,7 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 		backoff := c.cfg.Backoff
 		for {
 			err := readWatch(stream, cur, send)
+			stop()
 			stream.Body.Close()
 			if ctx.Err() != nil {
 				return
@@ -125,10 +132,10 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (<-chan WatchMess
 					return
 				case <-time.After(backoff):
 				}
-				stream, err = c.openWatch(ctx, opts, cur.complete)
+				next, err := c.openWatch(ctx, opts, cur.complete)
 				if err == nil {
-					stop()
-					stop = context.AfterFunc(ctx, func() { stream.Body.Close() })
+					stream = next
+					stop = closeOnDone(stream.Body)
 					backoff = c.cfg.Backoff
 					break
 				}
