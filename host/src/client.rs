@@ -598,8 +598,13 @@ impl Client {
     /// Swaps the node's policy (`Scope::Local`) or rolls one out to the
     /// cluster (`Scope::Cluster`, followed to the leader).
     ///
+    /// A component over the node's `policy.max-upload-bytes` is refused
+    /// before it is sent (a `413` naming the limit), rather than cut off
+    /// mid-upload.
+    ///
     /// # Errors
-    /// As [`status`](Self::status); 400 naming why the policy was refused.
+    /// As [`status`](Self::status); 400 naming why the policy was refused,
+    /// 413 when the component is over the node's limit.
     pub async fn swap_policy(
         &self,
         policy: PolicyUpload,
@@ -616,6 +621,18 @@ impl Client {
                 None
             }
             PolicyUpload::Wasm { label, bytes } => {
+                let max = self.policy().await?.max_upload_bytes;
+                if max > 0 && bytes.len() as u64 > max {
+                    return Err(ClientError::Status {
+                        url: format!("{}/admin/policy", self.base()),
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        message: format!(
+                            "{label} is {} bytes; this node accepts policies of at most {max} \
+                             bytes (`policy.max-upload-bytes`): not uploaded",
+                            bytes.len()
+                        ),
+                    });
+                }
                 query.push(("label", label));
                 Some(bytes)
             }

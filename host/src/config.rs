@@ -27,6 +27,7 @@
 //! [policy]
 //! name = "adaptive"         # or file = "my-policy.wasm"
 //! config = { max_bytes = 67108864 }
+//! # max-upload-bytes = 67108864  # largest component a swap or rollout may upload
 //! ```
 
 use std::collections::BTreeSet;
@@ -105,9 +106,19 @@ pub struct PolicyConfig {
     /// The policy's own configuration (its keys are checked by the policy).
     #[serde(default)]
     pub config: toml::Table,
+    /// The largest policy component this node accepts for a swap or a
+    /// rollout, in bytes (default 64 MiB; an upload over it is answered
+    /// `413` naming the limit).
+    pub max_upload_bytes: Option<usize>,
 }
 
 impl PolicyConfig {
+    /// `max-upload-bytes`, or its default.
+    pub fn max_upload_bytes(&self) -> usize {
+        self.max_upload_bytes
+            .unwrap_or(crate::node::handle::DEFAULT_MAX_POLICY_BYTES)
+    }
+
     /// The built-in's name when no file is set.
     pub fn builtin(&self) -> Option<&str> {
         match (&self.file, &self.name) {

@@ -161,30 +161,6 @@ fn check_reports_peaks_and_reuses_its_compile_cache() {
     );
 }
 
-/// A policy over what a node accepts is refused before any upload, with
-/// the limit (not a broken pipe mid-upload).
-#[test]
-fn swap_refuses_a_policy_over_the_limit_before_uploading() {
-    let dir = tempfile::tempdir().unwrap();
-    let big = dir.path().join("big.wasm");
-    std::fs::write(&big, vec![0u8; (4 << 20) + 1]).unwrap();
-    let o = ramrod(&[
-        "policy",
-        "swap",
-        "--node",
-        "http://127.0.0.1:9",
-        "--token",
-        "any-token-123",
-        &big.display().to_string(),
-    ]);
-    let (_, err) = text(&o);
-    assert!(!o.status.success(), "{err}");
-    assert!(
-        err.contains("a node accepts policies of at most 4194304 bytes"),
-        "{err}"
-    );
-}
-
 #[test]
 fn check_runs_a_wasi_guest_without_capabilities() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,7 +477,11 @@ fn serve_and_status() {
 #[test]
 fn policy_swap_and_decisions_on_a_running_node() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = serve_one(&dir, "t0k-t0k-t0k", "\n[policy]\nname = \"entries\"\n");
+    let (_server, url) = serve_one(
+        &dir,
+        "t0k-t0k-t0k",
+        "\n[policy]\nname = \"entries\"\nmax-upload-bytes = 1048576\n",
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let policy_of = || {
         let o = ramrod(&["status", "--node", &url, "--token", "t0k-t0k-t0k", "--json"]);
@@ -528,6 +508,18 @@ fn policy_swap_and_decisions_on_a_running_node() {
     let v = policy_of().unwrap();
     assert_eq!(v.policy.name, "adaptive");
     assert_eq!(v.policy.origin, "local");
+
+    // Over the node's limit: refused before any upload, with the limit
+    // (not a broken pipe mid-upload).
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; (1 << 20) + 1]).unwrap();
+    let o = policy("swap", &["--cluster", &big.display().to_string()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        err.contains("accepts policies of at most 1048576 bytes") && err.contains("not uploaded"),
+        "{err}"
+    );
 
     let o = policy("swap", &["--cluster", &fixture("wrong-world.wasm")]);
     let (out, err) = text(&o);

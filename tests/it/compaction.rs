@@ -443,3 +443,167 @@ fn blake3_hex(bytes: &[u8]) -> String {
     }
     .hash()
 }
+
+/// `wasm` with a custom section of `extra` incompressible bytes appended:
+/// a component as large as an interpreted language's, deciding exactly as
+/// `wasm` does.
+fn padded(wasm: &[u8], extra: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"ramrod-test-padding";
+    let mut payload = Vec::with_capacity(extra + name.len() + 1);
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    payload.extend((0..extra).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    let mut out = wasm.to_vec();
+    out.push(0); // a custom section
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn a_large_policy_rolls_out_by_hash_and_every_node_keeps_its_bytes() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::bind(3);
+        let node_config = |id: u64| {
+            let mut c = policy_config(id, &ports, dir.path(), "adaptive", "");
+            c.policy.max_upload_bytes = Some(24 << 20);
+            // No grace period: collection spares only what is referenced.
+            c.snapshots.gc_grace = Duration::ZERO;
+            c
+        };
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(ramrod_tests::start(&ports, node_config(id)).await.unwrap());
+        }
+        nodes[0].initialize().await.unwrap();
+        let leader_id = leader(&nodes).await;
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "k/", 100, 8).await;
+        let entries = ramrod::internals::policy::builtin("entries").unwrap();
+        let big = padded(entries, 20 << 20);
+        let hash = blake3_hex(&big);
+        let client = ramrod::client::Client::new(&format!("http://{}", lead.addr().unwrap()))
+            .unwrap()
+            .with_token(TOKEN)
+            .with_timeout(Duration::from_secs(120));
+
+        // Over the node's limit: refused with the limit before uploading
+        // by the client, and with a 413 naming it by the node.
+        let over = padded(entries, 25 << 20);
+        let e = client
+            .swap_policy(
+                ramrod::client::PolicyUpload::Wasm {
+                    label: "over.wasm".into(),
+                    bytes: over.clone(),
+                },
+                "",
+                ramrod::Scope::Cluster,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(&(24 << 20).to_string()), "{e}");
+        let r = reqwest::Client::new()
+            .put(format!(
+                "http://{}/admin/policy?cluster=true",
+                lead.addr().unwrap()
+            ))
+            .bearer_auth(TOKEN)
+            .body(over)
+            .send()
+            .await;
+        // The node answers before it has read the body; a client may see
+        // the answer or a connection it closed.
+        if let Ok(r) = r {
+            assert_eq!(r.status(), 413);
+            let text = r.text().await.unwrap();
+            assert!(text.contains("max-upload-bytes"), "{text}");
+        }
+
+        // The rollout: the entry carries the hash, the bytes go through
+        // the stores.
+        let log_bytes = lead.internals().log.stats().bytes;
+        let swapped = client
+            .swap_policy(
+                ramrod::client::PolicyUpload::Wasm {
+                    label: "big.wasm".into(),
+                    bytes: big.clone(),
+                },
+                "snapshot_every = 50",
+                ramrod::Scope::Cluster,
+            )
+            .await
+            .unwrap();
+        assert_eq!(swapped.hash, hash);
+        let index = swapped.index.unwrap();
+        for n in &nodes {
+            let shared = n.internals().controller.shared().clone();
+            eventually(Duration::from_secs(60), "every node runs it", || {
+                shared.origin().index == Some(index)
+                    && shared.host().active_meta().is_some_and(|m| m.hash == hash)
+            })
+            .await;
+            let store = n.internals().sm.snapshots().store().clone();
+            assert!(store.has_segment(&hash).await.unwrap(), "node {}", n.id());
+        }
+        eventually(Duration::from_secs(10), "the log index commit", || {
+            lead.internals().log.stats().bytes > log_bytes
+        })
+        .await;
+        let grown = lead.internals().log.stats().bytes - log_bytes;
+        assert!(grown < 64 << 10, "the log grew by {grown} bytes");
+
+        // Snapshots record it and retention keeps it (no grace period).
+        for n in &nodes {
+            n.snapshot_now(None).await.unwrap();
+            let m = n.internals().sm.current_manifest().unwrap();
+            assert_eq!(m.blobs, vec![hash.clone()], "node {}", n.id());
+            n.internals().sm.snapshots().retain(1).await.unwrap();
+            let store = n.internals().sm.snapshots().store().clone();
+            assert!(store.has_segment(&hash).await.unwrap(), "node {}", n.id());
+        }
+
+        // A follower whose copy is gone (or damaged) fetches it again from
+        // a member when it restarts.
+        let follower = nodes.iter().position(|n| n.id() != leader_id).unwrap();
+        let id = nodes[follower].id();
+        let store = nodes[follower].internals().sm.snapshots().store().clone();
+        ramrod_tests::stop(&ports, nodes.remove(follower)).await;
+        store.delete_segment(&hash).await.unwrap();
+        let back = ramrod_tests::start(&ports, node_config(id)).await.unwrap();
+        let shared = back.internals().controller.shared().clone();
+        eventually(
+            Duration::from_secs(60),
+            "the restarted node fetched the policy and runs it",
+            || {
+                shared.origin().index == Some(index)
+                    && shared.host().active_meta().is_some_and(|m| m.hash == hash)
+            },
+        )
+        .await;
+        let store = back.internals().sm.snapshots().store().clone();
+        assert!(store.has_segment(&hash).await.unwrap());
+        assert_eq!(back.policy().unwrap().last_error, None);
+        nodes.push(back);
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}

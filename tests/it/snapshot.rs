@@ -145,7 +145,9 @@ pub(crate) async fn apply(
                     }
                 }
             }
-            Command::SetPolicy(_) => unreachable!("the model's histories have no rollouts"),
+            Command::SetPolicy(_) | Command::RollOut(_) => {
+                unreachable!("the model's histories have no rollouts")
+            }
         }
     }
     let e = Entry {
@@ -584,4 +586,101 @@ fn merged_deltas_restore_the_same_state() {
             assert!(snaps.merge_layers(&s3, from).await.is_err(), "layer {from}");
         }
     });
+}
+
+/// A rolled-out policy's component is a blob: stored from an entry that
+/// carried it, found in the store by hash, recorded in the manifests of
+/// snapshots whose state refers to it, and kept by collection while one
+/// does (or while the state does); a blob nothing refers to any more goes.
+async fn policy_blobs(store: &Arc<dyn SnapshotStore>) {
+    use ramrod::internals::raft::{PolicyRef, PolicySpec};
+    let mut sm = open(store, "blobs", small()).await;
+    let mut model = Model::new();
+    let entry = |index: u64, c: Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request { commands: vec![c] }),
+    };
+    apply(
+        &mut sm,
+        &mut model,
+        1,
+        vec![Command::Put {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+        }],
+    )
+    .await;
+    // An entry written by an earlier version carries the component.
+    let old = b"\0asm an old policy".to_vec();
+    let spec = PolicySpec {
+        label: "old.wasm".into(),
+        wasm: old.clone(),
+        config: String::new(),
+    };
+    let old_hash = spec.hash();
+    sm.apply([entry(2, Command::SetPolicy(spec))])
+        .await
+        .unwrap();
+    let applied = sm.policy().unwrap();
+    assert_eq!(
+        (applied.index, applied.policy.hash.as_str()),
+        (2, old_hash.as_str())
+    );
+    assert_eq!(&sm.policy_bytes(&applied).await.unwrap()[..], &old[..]);
+    assert!(store.has_segment(&old_hash).await.unwrap());
+
+    // A rollout by hash: the bytes are looked up in the store.
+    let new = b"\0asm a new policy".to_vec();
+    let r = PolicyRef::of("new.wasm", &new, "k = 1");
+    sm.apply([entry(3, Command::RollOut(r.clone()))])
+        .await
+        .unwrap();
+    let applied = sm.policy().unwrap();
+    let e = sm.policy_bytes(&applied).await.unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // The wrong bytes under its name are refused.
+    assert!(
+        sm.snapshots()
+            .put_blob(&r.hash, Bytes::from_static(b"other"))
+            .await
+            .is_err()
+    );
+    sm.snapshots()
+        .put_blob(&r.hash, Bytes::from(new.clone()))
+        .await
+        .unwrap();
+    assert_eq!(&sm.policy_bytes(&applied).await.unwrap()[..], &new[..]);
+
+    // A snapshot records the state's blob; collection keeps it, and drops
+    // the old one that nothing refers to.
+    sm.build(Some(SnapshotKind::Full)).await.unwrap();
+    let m = sm.current_manifest().unwrap();
+    assert_eq!(m.blobs, vec![r.hash.clone()]);
+    // (The build collects too.)
+    sm.snapshots().retain(1).await.unwrap();
+    assert!(store.has_segment(&r.hash).await.unwrap());
+    assert!(!store.has_segment(&old_hash).await.unwrap());
+
+    // A reopened state machine restores the reference; its bytes are there.
+    drop(sm);
+    let sm = open(store, "blobs", small()).await;
+    let applied = sm.policy().unwrap();
+    assert_eq!(applied.policy.as_ref(), &r);
+    assert_eq!(&sm.policy_bytes(&applied).await.unwrap()[..], &new[..]);
+    // A damaged copy is not used.
+    replace_segment(store, &r.hash, b"\0asm a new pol1cy".to_vec()).await;
+    let e = sm.policy_bytes(&applied).await.unwrap_err();
+    assert!(
+        e.to_string().contains("does not exist") || e.to_string().contains("hash"),
+        "{e}"
+    );
+}
+
+#[test]
+fn policy_blobs_are_stored_referenced_and_collected_on_every_store() {
+    let rt = rt();
+    for s in all_stores() {
+        eprintln!("store {}", s.label);
+        rt.block_on(policy_blobs(&s.store));
+    }
 }

@@ -187,6 +187,13 @@ impl NodeBuilder {
         self
     }
 
+    /// The largest policy component a swap or rollout may upload (default
+    /// 64 MiB).
+    pub fn max_policy_bytes(mut self, bytes: usize) -> Self {
+        self.config.policy.max_upload_bytes = Some(bytes);
+        self
+    }
+
     /// The sandbox limits of policies.
     pub fn limits(mut self, limits: SandboxLimits) -> Self {
         self.config.limits = limits;

@@ -22,7 +22,7 @@ use crate::log_store::LogStore;
 use crate::policy::{PolicyError, dry_run};
 use crate::raft::{
     Command, Compare, KeyValue, Listing, MAX_LIST_LIMIT, MAX_TXN_COMPARES, MAX_TXN_OPS, NodeId,
-    OpResult, PolicySpec, Request, Txn, TxnOp, TxnResult, TypeConfig,
+    OpResult, PolicyRef, Request, Txn, TxnOp, TxnResult, TypeConfig,
 };
 use crate::sdk::Clamp;
 use crate::snapshot::SnapshotKind;
@@ -35,9 +35,10 @@ pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 /// How long a leader being removed waits for another voter to take over.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The largest policy component a rollout carries (it travels in one Raft
-/// entry, and replication batches entries).
-pub const MAX_POLICY_BYTES: usize = 4 << 20;
+/// The largest policy component a node accepts by default (its
+/// `policy.max-upload-bytes`). A rollout's entry carries only the
+/// component's hash; the bytes go through the snapshot store.
+pub const DEFAULT_MAX_POLICY_BYTES: usize = 64 << 20;
 
 /// Why an operation on a node did not happen. Nothing was applied unless
 /// the variant says otherwise.
@@ -69,6 +70,10 @@ pub enum OpError {
     /// A snapshot could not be built.
     #[error(transparent)]
     Snapshot(#[from] ControllerError),
+    /// What was sent is over a configured size limit; the message names
+    /// the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Waiting for something took too long.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -377,6 +382,8 @@ pub struct Parts {
     /// Who sent the last snapshot install (see
     /// [`LeaderHint`](super::raft_rpc::LeaderHint)).
     pub leader_hint: super::raft_rpc::LeaderHint,
+    /// The largest policy component accepted (`policy.max-upload-bytes`).
+    pub max_policy_bytes: usize,
 }
 
 impl std::fmt::Debug for Parts {
@@ -1003,7 +1010,7 @@ impl NodeHandle {
     ///
     /// # Errors
     /// [`OpError::Policy`] naming why the policy was refused;
-    /// [`OpError::Invalid`] for a component over [`MAX_POLICY_BYTES`];
+    /// [`OpError::TooLarge`] for a component over the node's `policy.max-upload-bytes`;
     /// [`OpError::NotLeader`] for a rollout sent to a follower.
     pub async fn swap_policy(
         &self,
@@ -1036,13 +1043,15 @@ impl NodeHandle {
         };
         let label = source.to_string();
         let wasm = source.bytes()?;
-        if wasm.len() > MAX_POLICY_BYTES {
-            return Err(OpError::Invalid(format!(
-                "the policy is {} bytes; at most {MAX_POLICY_BYTES} are accepted",
+        let parts = self.parts()?;
+        let max = parts.max_policy_bytes;
+        if wasm.len() > max {
+            return Err(OpError::TooLarge(format!(
+                "the policy is {} bytes; this node accepts policies of at most {max} bytes \
+                 (`policy.max-upload-bytes`)",
                 wasm.len()
             )));
         }
-        let parts = self.parts()?;
         let controller = &parts.controller;
         let host = controller.shared().host().clone();
         if scope == Scope::Local {
@@ -1071,14 +1080,19 @@ impl NodeHandle {
             )))
         })?;
         let (meta, clamps) = checked?;
-        let spec = PolicySpec {
-            label,
-            wasm: wasm.to_vec(),
-            config: choice.config,
-        };
+        let policy = PolicyRef::of(&label, &wasm, &choice.config);
+        // The bytes go to the snapshot store before the entry that names
+        // them enters the log; every node fetches them from there (or from
+        // a member) by hash.
+        parts
+            .sm
+            .snapshots()
+            .put_blob(&policy.hash, bytes::Bytes::copy_from_slice(&wasm))
+            .await
+            .map_err(|e| OpError::Raft(Box::new(e)))?;
         let w = self
             .write(Request {
-                commands: vec![Command::SetPolicy(spec)],
+                commands: vec![Command::RollOut(policy)],
             })
             .await?;
         Ok(Swapped {

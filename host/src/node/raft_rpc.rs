@@ -365,6 +365,38 @@ impl crate::snapshot::SegmentSource for LeaderSource {
         .await
     }
 
+    async fn fetch_blob(&self, name: &str) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
+        // The leader first; a leader elected before it fetched the blob
+        // lacks it, so then every other member.
+        let leader = self.leader_addr();
+        let mut last = match self.fetch_segment(name).await {
+            Ok(b) => return Ok(b),
+            Err(e) => e,
+        };
+        let others: Vec<String> = {
+            let m = self.metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(_, n)| n.addr.clone())
+                .filter(|a| Some(a) != leader.as_ref())
+                .collect()
+        };
+        for addr in others {
+            match self
+                .call_at(&addr, name, |c, addr| {
+                    c.get(format!("http://{addr}/raft/segment/{name}"))
+                })
+                .await
+            {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     async fn merged_layers(
         &self,
         manifest: &crate::snapshot::Manifest,
@@ -420,7 +452,17 @@ impl LeaderSource {
         let addr = self
             .leader_addr()
             .ok_or_else(|| self.error(key, "no leader is known".into()))?;
-        let resp = make(&self.client, &addr)
+        self.call_at(&addr, key, make).await
+    }
+
+    /// [`call`](Self::call) to the node at `addr`.
+    async fn call_at(
+        &self,
+        addr: &str,
+        key: &str,
+        make: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
+        let resp = make(&self.client, addr)
             .send()
             .await
             .map_err(|e| self.error(key, e.to_string()))?;

@@ -185,9 +185,15 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         join: config.join,
         handing_over: Default::default(),
         leader_hint,
+        max_policy_bytes: config.policy.max_upload_bytes(),
     });
     let handle = NodeHandle::new(&parts);
-    let app = http::router(handle.clone(), endpoints, config.token.clone());
+    let app = http::router(
+        handle.clone(),
+        endpoints,
+        config.token.clone(),
+        config.policy.max_upload_bytes(),
+    );
     let mut servers = Vec::new();
     if let Some(listener) = listener {
         servers.push(serve(listener, app.clone()));
@@ -259,7 +265,7 @@ async fn start_policy(
     let host = Arc::new(PolicyHost::new(runtime, bounds, fallback)?);
     let mut origin = PolicyOrigin::default();
     if let Some(applied) = sm.policy() {
-        match controller::swap_spec(&host, &applied.spec).await {
+        match controller::swap_applied(&host, sm, &applied).await {
             Ok(_) => {
                 origin.origin = "rollout".into();
                 origin.index = Some(applied.index);

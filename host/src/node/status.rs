@@ -144,6 +144,9 @@ pub struct PolicyStatus {
     /// Local swaps this node refused.
     #[serde(default)]
     pub swap_failures: u64,
+    /// The largest component this node accepts (`policy.max-upload-bytes`).
+    #[serde(default)]
+    pub max_upload_bytes: u64,
     /// The policy host's counters.
     pub stats: PolicyStats,
 }
@@ -172,6 +175,7 @@ impl PolicyStatus {
             last_error: origin.last_error,
             rollout_failures: shared.stats().rollout_failures,
             swap_failures: shared.stats().swap_failures,
+            max_upload_bytes: p.max_policy_bytes as u64,
             stats: host.stats(),
         }
     }

@@ -67,18 +67,57 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
-    /// Makes `PolicySpec` the cluster's compaction policy from this entry's
-    /// index on (a cluster-wide rollout). Only the admin API proposes it,
-    /// after validating the module.
+    /// A rollout carrying the component itself, as versions before
+    /// [`Command::RollOut`] wrote it: still applied (like a `RollOut` of the
+    /// same component, whose bytes the node then stores as a blob), never
+    /// proposed any more.
     SetPolicy(PolicySpec),
     /// A guarded transaction ([`Txn`]): its compares are evaluated as the
     /// entry applies, then one branch runs.
     Txn(Txn),
+    /// Makes the policy `PolicyRef` names the cluster's compaction policy
+    /// from this entry's index on (a cluster-wide rollout). The entry
+    /// carries the component's hash; its bytes are a blob in the snapshot
+    /// store, put there before the entry is proposed, that every node
+    /// fetches and verifies by hash. Only the admin API proposes it, after
+    /// validating the component.
+    RollOut(PolicyRef),
 }
 
-/// A compaction policy as the cluster's state holds it: the component
-/// itself, so every node, including one restored from a snapshot or joining
-/// later, runs exactly the same bytes.
+/// A rolled-out policy as the log and the state carry it: the component's
+/// hash, not its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// Where it came from (`builtin:NAME` or a file name), for messages.
+    pub label: String,
+    /// The blake3 hash of the component (hex): the name of its blob in the
+    /// snapshot store.
+    pub hash: String,
+    /// The component's size in bytes.
+    pub size: u64,
+    /// Its configuration (TOML text).
+    pub config: String,
+}
+
+impl PolicyRef {
+    /// The reference to `wasm`, configured by `config`.
+    pub fn of(label: &str, wasm: &[u8], config: &str) -> Self {
+        PolicyRef {
+            label: label.to_string(),
+            hash: blake3::hash(wasm).to_hex().to_string(),
+            size: wasm.len() as u64,
+            config: config.to_string(),
+        }
+    }
+
+    /// The hash, shortened for messages.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+}
+
+/// A compaction policy with its component inline: what a
+/// [`Command::SetPolicy`] entry (written by earlier versions) carries.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicySpec {
     /// Where it came from (`builtin:NAME` or a file name), for messages.

@@ -79,7 +79,13 @@ impl Snapshots {
                 .pins
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&seg.name);
+                .contains_key(&seg.name)
+                || self
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_deref()
+                    == Some(seg.name.as_str());
             if young || pinned {
                 continue;
             }

@@ -38,6 +38,26 @@ impl Snapshots {
             fetched += bytes.len() as u64;
             self.store.put_segment(&seg.name, bytes).await?;
         }
+        // The blobs the state refers to: a source that lacks one (a node
+        // that had not fetched the policy yet) does not stop the install;
+        // the controller fetches it from any member before using it.
+        for blob in &manifest.blobs {
+            if self.store.has_segment(blob).await? {
+                continue;
+            }
+            let Some(source) = source else { continue };
+            match source.fetch_segment(blob).await {
+                Ok(bytes) => match self.put_blob(blob, bytes.clone()).await {
+                    Ok(()) => fetched += bytes.len() as u64,
+                    Err(e) => {
+                        tracing::warn!(blob = %blob, error = %e, "a blob of the snapshot was refused")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(blob = %blob, error = %e, "a blob of the snapshot is not at the source")
+                }
+            }
+        }
         Ok(fetched)
     }
 

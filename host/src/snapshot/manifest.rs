@@ -93,6 +93,11 @@ pub struct Manifest {
     pub state_hash: String,
     /// Bytes written for this snapshot (segments that were new to the store).
     pub bytes_written: u64,
+    /// Other objects of the segment namespace the state refers to by hash
+    /// (the rolled-out policy's component): kept while this manifest is,
+    /// and fetched with the segments by a node installing the snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<String>,
 }
 
 impl Manifest {
@@ -193,6 +198,7 @@ mod tests {
             keys: 2,
             state_hash: "00".into(),
             bytes_written: 10,
+            blobs: vec!["b".repeat(64)],
         }
     }
 

@@ -174,6 +174,9 @@ pub struct WriteRequest {
     pub state_hash: u128,
     /// What asked for it.
     pub requested_by: String,
+    /// Blobs the state refers to (its policy's component), recorded in the
+    /// manifest so that retention keeps them.
+    pub blobs: Vec<String>,
 }
 
 /// A verified, loaded snapshot.
@@ -226,6 +229,9 @@ pub struct Snapshots {
     /// Segments of each manifest seen (manifests are immutable once
     /// written), so a collection does not re-read every manifest.
     known: Mutex<HashMap<String, std::sync::Arc<Vec<String>>>>,
+    /// The blob the running state refers to (the policy's component),
+    /// which no snapshot may reference yet: never collected.
+    held: Mutex<Option<String>>,
     seq: AtomicU64,
 }
 
@@ -281,6 +287,7 @@ impl Snapshots {
             pins: Mutex::default(),
             sweep: tokio::sync::Mutex::new(()),
             known: Mutex::default(),
+            held: Mutex::default(),
             seq: AtomicU64::new(0),
         }
     }
@@ -306,8 +313,53 @@ impl Snapshots {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Keeps `blob` (the state's policy component) from collection whether
+    /// or not a manifest references it yet; replaces the blob held before.
+    pub fn hold_blob(&self, blob: Option<String>) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = blob;
+    }
+
+    /// Stores `bytes` as the blob `name` (its blake3 hash), durably, after
+    /// checking that the name is the bytes' hash.
+    ///
+    /// # Errors
+    /// If `name` is not the hash of `bytes`, or the store fails.
+    pub async fn put_blob(&self, name: &str, bytes: Bytes) -> Result<(), SnapshotError> {
+        let actual = segment::name_of(&bytes);
+        if actual != name {
+            return Err(SnapshotError::Segment {
+                name: name.to_string(),
+                source: segment::SegmentError::Hash { actual },
+            });
+        }
+        self.store.put_segment(name, bytes).await?;
+        Ok(())
+    }
+
+    /// Reads the blob `name` from the store, verified against its name.
+    ///
+    /// # Errors
+    /// `StoreError::NotFound` if the store lacks it; a hash error if the
+    /// bytes are not what the name says; any other store failure.
+    pub async fn get_blob(&self, name: &str) -> Result<Bytes, SnapshotError> {
+        let bytes = self.store.get_segment(name).await?;
+        let actual = segment::name_of(&bytes);
+        if actual != name {
+            return Err(SnapshotError::Segment {
+                name: name.to_string(),
+                source: segment::SegmentError::Hash { actual },
+            });
+        }
+        Ok(bytes)
+    }
+
     fn remember(&self, name: &str, m: &Manifest) -> std::sync::Arc<Vec<String>> {
-        let segs = std::sync::Arc::new(m.segments().map(|s| s.name.clone()).collect::<Vec<_>>());
+        let segs = std::sync::Arc::new(
+            m.segments()
+                .map(|s| s.name.clone())
+                .chain(m.blobs.iter().cloned())
+                .collect::<Vec<_>>(),
+        );
         self.known_segments().insert(name.to_string(), segs.clone());
         segs
     }

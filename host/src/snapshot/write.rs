@@ -16,6 +16,9 @@ impl Snapshots {
     /// garbage for [`retain`](Self::retain).
     pub async fn write(&self, req: WriteRequest) -> Result<Manifest, SnapshotError> {
         let mut pins = self.pinned();
+        for b in &req.blobs {
+            pins.add(b);
+        }
         let (mut base, mut deltas, parent_id) = match (req.kind, &req.parent) {
             (SnapshotKind::Incremental, Some(p)) => {
                 for s in p.segments() {
@@ -121,6 +124,7 @@ impl Snapshots {
             keys,
             state_hash: hash_hex(req.state_hash),
             bytes_written: written,
+            blobs: req.blobs,
         };
         let name = format!("{}/{}", self.group, id);
         self.store

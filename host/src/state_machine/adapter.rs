@@ -77,7 +77,7 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
         inner.hub.publish(events, revision);
         drop(inner);
         if let Some(p) = policy {
-            tracing::info!(index = p.index, policy = %p.spec.label, "applied a policy rollout");
+            tracing::info!(index = p.index, policy = %p.policy.label, hash = %p.policy.short_hash(), "applied a policy rollout");
             self.shared.policy.send_replace(Some(p));
         }
         Ok(out)

@@ -309,6 +309,15 @@ impl KvStateMachine {
     pub fn set_segment_source(&self, source: Option<Arc<dyn SegmentSource>>) {
         *self.shared.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
     }
+
+    /// Where segments and blobs this node's store lacks come from, if set.
+    pub(crate) fn segment_source(&self) -> Option<Arc<dyn SegmentSource>> {
+        self.shared
+            .source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Opens a state machine whose snapshots go to a local directory.

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use super::SnapshotStats;
 use super::policy::{AppliedPolicy, POLICY_KEY, is_reserved};
 use super::watch::{Event, EventKind, Hub};
-use crate::raft::{Command, KeyValue, LogId, OpResult, Request, Response, Txn, TxnOp, TxnResult};
+use crate::raft::{
+    Command, KeyValue, LogId, OpResult, PolicyRef, Request, Response, Txn, TxnOp, TxnResult,
+};
 use crate::snapshot::{KvMap, Manifest, Membership, entry_hash};
 
 #[derive(Debug, Default)]
@@ -148,7 +150,12 @@ impl Inner {
 
     /// Stores `stored` under `key` as it is (a reserved key's value, or a
     /// record), in place of `old` (what the key holds now); returns `old`.
-    fn put_stored(&mut self, key: Bytes, stored: Bytes, old: Option<Bytes>) -> Option<Bytes> {
+    pub(super) fn put_stored(
+        &mut self,
+        key: Bytes,
+        stored: Bytes,
+        old: Option<Bytes>,
+    ) -> Option<Bytes> {
         self.hash = self.hash.wrapping_add(entry_hash(&key, &stored));
         self.bytes += (key.len() + stored.len()) as u64;
         match &old {
@@ -338,15 +345,10 @@ impl Inner {
                 }
                 Command::Delete { key } => r.changed_keys += u64::from(self.delete(&key, index)),
                 Command::SetPolicy(spec) => {
-                    let applied = AppliedPolicy {
-                        index,
-                        spec: Arc::new(spec),
-                    };
-                    let value = postcard::to_allocvec(&applied).expect("a policy serializes");
-                    let old = self.get(POLICY_KEY).cloned();
-                    self.put_stored(Bytes::from_static(POLICY_KEY), Bytes::from(value), old);
-                    self.policy_changed = Some(applied);
+                    let policy = PolicyRef::of(&spec.label, &spec.wasm, &spec.config);
+                    self.set_policy(policy, Some(Bytes::from(spec.wasm)), index);
                 }
+                Command::RollOut(policy) => self.set_policy(policy, None, index),
                 Command::DeleteRange { start, end } => {
                     if start < end {
                         let doomed = self.keys_from(&start, |k| k < &end[..]);

@@ -93,6 +93,10 @@ impl KvStateMachine {
                 membership: inner.membership.clone(),
                 state_hash: inner.hash,
                 requested_by: requested_by.to_string(),
+                blobs: inner
+                    .stored_policy()
+                    .map(|p| vec![p.policy.hash.clone()])
+                    .unwrap_or_default(),
             }
         };
         let kind = req.kind;
@@ -155,12 +159,7 @@ impl KvStateMachine {
     pub async fn install(&self, manifest: &Manifest) -> Result<u64, SnapshotError> {
         let _one = self.shared.build.lock().await;
         let snaps = &self.shared.snapshots;
-        let source = self
-            .shared
-            .source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let source = self.segment_source();
         let name = format!("{}/{}", snaps.group(), manifest.id);
         // The merged catch-up when it applies; the manifest's own layers
         // otherwise, or if the merged chain does not restore the state.

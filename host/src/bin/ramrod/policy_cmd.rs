@@ -133,13 +133,6 @@ fn swap(
                 builtin_names().join(", ")
             )
         })?;
-        // Refused here, with the limit, rather than cut off mid-upload.
-        let max = ramrod::internals::node::handle::MAX_POLICY_BYTES;
-        anyhow::ensure!(
-            bytes.len() <= max,
-            "{policy} is {} bytes; a node accepts policies of at most {max} bytes",
-            bytes.len()
-        );
         let label = path
             .file_name()
             .map_or_else(|| policy.to_string(), |f| f.to_string_lossy().into_owned());
@@ -282,10 +275,11 @@ fn check(
             "imports nothing"
         }
     );
-    let max = ramrod::internals::node::handle::MAX_POLICY_BYTES;
+    let max = ramrod::internals::node::handle::DEFAULT_MAX_POLICY_BYTES;
     if meta.size > max {
         println!(
-            "warning: {} bytes is over the {max} bytes a node accepts: it cannot be swapped in or rolled out",
+            "warning: {} bytes is over the {max} bytes a node accepts by default: raise the \
+             node's `policy.max-upload-bytes` to swap it in or roll it out",
             meta.size
         );
     }

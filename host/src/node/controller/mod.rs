@@ -48,7 +48,7 @@ use audit::Counters;
 use super::raft_rpc::InFlight;
 use crate::log_store::LogStore;
 use crate::policy::{PolicyError, PolicyHost, PolicySource, SwapReport};
-use crate::raft::{NodeId, PolicySpec, TypeConfig};
+use crate::raft::{NodeId, TypeConfig};
 use crate::snapshot::{Manifest, SnapshotError, SnapshotKind};
 use crate::state_machine::{AppliedPolicy, KvStateMachine};
 
@@ -57,6 +57,9 @@ pub const AUDIT_CAPACITY: usize = 512;
 
 /// A follower this many entries behind counts as fallen behind (an event).
 const LAG_EVENT_ENTRIES: u64 = 10_000;
+
+/// How often a rollout whose component is not here yet is retried.
+const ROLLOUT_RETRY: Duration = Duration::from_secs(1);
 
 /// How long to wait for openraft to take a snapshot the controller built.
 const HANDOFF_WAIT: Duration = Duration::from_secs(10);
@@ -105,19 +108,47 @@ pub async fn swap_in(
         .unwrap_or_else(|e| Err(PolicyError::Engine(format!("the swap task failed: {e}"))))
 }
 
-/// [`swap_in`] of a policy the cluster's state holds.
+/// Why a rolled-out policy does not run on this node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RolloutError {
+    /// Its component could not be had yet (no copy that matches its hash
+    /// in the store or on any member reached): retried.
+    #[error("waiting for its component (blake3 {hash}): {source}")]
+    Fetch {
+        /// The component's hash.
+        hash: String,
+        /// Why.
+        source: SnapshotError,
+    },
+    /// The component was refused here.
+    #[error(transparent)]
+    Refused(#[from] PolicyError),
+}
+
+/// [`swap_in`] of a policy the cluster's state holds, its component taken
+/// from the store or fetched ([`KvStateMachine::policy_bytes`]).
 ///
 /// # Errors
-/// Why the policy was refused; the running one stays.
-pub async fn swap_spec(
+/// Why the policy does not run; the running one stays.
+pub async fn swap_applied(
     host: &Arc<PolicyHost>,
-    spec: &PolicySpec,
-) -> Result<SwapReport, PolicyError> {
+    sm: &KvStateMachine,
+    applied: &AppliedPolicy,
+) -> Result<SwapReport, RolloutError> {
+    let p = &applied.policy;
+    let bytes = sm
+        .policy_bytes(applied)
+        .await
+        .map_err(|source| RolloutError::Fetch {
+            hash: p.hash.clone(),
+            source,
+        })?;
     let source = PolicySource::Bytes {
-        label: spec.label.clone(),
-        bytes: spec.wasm.clone().into(),
+        label: p.label.clone(),
+        bytes: Arc::from(&bytes[..]),
     };
-    swap_in(host, source, spec.config.clone()).await
+    Ok(swap_in(host, source, p.config.clone()).await?)
 }
 
 /// A handle on a node's controller.
@@ -225,6 +256,7 @@ pub fn start(parts: Parts) -> (ControllerHandle, JoinHandle<()>) {
         seen_first: first,
         retain: None,
         decide: parts.decide,
+        waiting: None,
     };
     let task = tokio::spawn(c.run(rx, policy_rx));
     (ControllerHandle { tx, shared }, task)
@@ -265,6 +297,9 @@ struct Controller {
     /// The retention last set by a decision.
     retain: Option<u32>,
     decide: bool,
+    /// A rollout whose component could not be had yet: retried before
+    /// each decision (the running policy decides meanwhile).
+    waiting: Option<AppliedPolicy>,
 }
 
 const OPERATOR: &str = "operator (admin API)";
@@ -345,8 +380,13 @@ impl Controller {
             if policy_rx.has_changed().unwrap_or(false) {
                 let applied = policy_rx.borrow_and_update().clone();
                 self.apply_rollout(applied).await;
+            } else if let Some(w) = self.waiting.take() {
+                self.apply_rollout(Some(w)).await;
             }
-            let wait = self.decide(trigger).await;
+            let mut wait = self.decide(trigger).await;
+            if self.waiting.is_some() {
+                wait = wait.min(ROLLOUT_RETRY);
+            }
             next = tokio::time::Instant::now() + wait;
         }
     }
@@ -355,10 +395,23 @@ impl Controller {
         let Some(applied) = applied else {
             return;
         };
-        let result = swap_spec(&self.host, &applied.spec).await;
+        let retry = self
+            .waiting
+            .take()
+            .is_some_and(|w| w.index == applied.index);
+        let result = swap_applied(&self.host, &self.sm, &applied).await;
         let c = &self.shared.counters;
         let mut origin = self.shared.origin.lock().unwrap_or_else(|e| e.into_inner());
         match result {
+            Err(e @ RolloutError::Fetch { .. }) => {
+                // Counted once per rollout; retried until it comes.
+                if !retry {
+                    Counters::add(&c.rollout_failures, 1);
+                    tracing::warn!(index = applied.index, error = %e, "the rolled-out policy is not here yet; the running one decides until it is");
+                }
+                origin.last_error = Some(format!("rollout at index {}: {e}", applied.index));
+                self.waiting = Some(applied);
+            }
             Ok(report) => {
                 Counters::add(&c.rollouts_applied, 1);
                 tracing::info!(
@@ -367,6 +420,16 @@ impl Controller {
                 );
                 origin.origin = "rollout".into();
                 origin.index = Some(applied.index);
+                // An error about this very rollout (its component was
+                // not here at first) is over.
+                let about = format!("rollout at index {}:", applied.index);
+                if origin
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.starts_with(&about))
+                {
+                    origin.last_error = None;
+                }
             }
             Err(e) => {
                 Counters::add(&c.rollout_failures, 1);

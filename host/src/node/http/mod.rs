@@ -35,8 +35,13 @@ use wire::ErrorBody;
 pub const MAX_BODY: usize = MAX_REQUEST_BYTES + (64 << 10);
 
 /// The router of a node serving `endpoints`; the admin API needs `token`
-/// (without one it answers 403).
-pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<String>) -> Router {
+/// (without one it answers 403). A policy upload may be `max_policy` bytes.
+pub(super) fn router(
+    handle: NodeHandle,
+    endpoints: Endpoints,
+    token: Option<String>,
+    max_policy: usize,
+) -> Router {
     let raft = super::raft_rpc::routes(handle.clone());
     if endpoints == Endpoints::RaftOnly {
         return raft;
@@ -46,7 +51,12 @@ pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<Str
         .route("/admin/snapshot", post(admin::snapshot))
         .route("/admin/metrics", get(admin::metrics))
         .route("/admin/decisions", get(admin::decisions))
-        .route("/admin/policy", get(admin::policy).put(admin::policy_put))
+        .route(
+            "/admin/policy",
+            get(admin::policy)
+                .put(admin::policy_put)
+                .layer(DefaultBodyLimit::max(max_policy)),
+        )
         .route(
             "/admin/members",
             get(admin::members).post(admin::member_add),
@@ -64,7 +74,7 @@ pub(super) fn router(handle: NodeHandle, endpoints: Endpoints, token: Option<Str
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(too_large))
+        .layer(axum::middleware::from_fn_with_state(max_policy, too_large))
         .with_state(handle)
         .merge(raft)
 }
@@ -111,20 +121,28 @@ async fn authenticate(
 }
 
 /// A body over the limit gets a JSON answer naming the limit (the
-/// extractor's own is plain text).
-async fn too_large(resp: Response) -> Response {
-    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+/// extractor's own is plain text); a policy upload's is its own limit.
+async fn too_large(State(max_policy): State<usize>, req: Request, next: Next) -> Response {
+    let policy = req.uri().path() == "/admin/policy";
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || resp.headers().get(header::CONTENT_TYPE)
+            == Some(&header::HeaderValue::from_static("application/json"))
+    {
         return resp;
     }
-    (
-        StatusCode::PAYLOAD_TOO_LARGE,
-        Json(ErrorBody::new(format!(
+    let msg = if policy {
+        format!(
+            "the policy is over the {max_policy}-byte limit of this node \
+             (`policy.max-upload-bytes`)"
+        )
+    } else {
+        format!(
             "the request body is over the {MAX_BODY}-byte limit (requests carry at most \
-             {MAX_REQUEST_BYTES} bytes of keys and values, policies at most {} bytes)",
-            super::handle::MAX_POLICY_BYTES
-        ))),
-    )
-        .into_response()
+             {MAX_REQUEST_BYTES} bytes of keys and values)"
+        )
+    };
+    (StatusCode::PAYLOAD_TOO_LARGE, Json(ErrorBody::new(msg))).into_response()
 }
 
 /// A 400 with `msg`.
@@ -172,6 +190,7 @@ fn op_error(e: OpError) -> Response {
         OpError::Watch(_) => StatusCode::SERVICE_UNAVAILABLE,
         OpError::Invalid(_) | OpError::Policy(_) => StatusCode::BAD_REQUEST,
         OpError::AlreadyInitialized | OpError::Busy(_) => StatusCode::CONFLICT,
+        OpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         OpError::Shutdown | OpError::Timeout { .. } | OpError::Raft(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }

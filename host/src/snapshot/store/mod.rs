@@ -70,6 +70,13 @@ pub trait SegmentSource: Send + Sync + Debug {
     fn describe_source(&self) -> String;
     /// Reads a segment. The caller verifies it against its name.
     async fn fetch_segment(&self, name: &str) -> Result<Bytes, StoreError>;
+    /// Reads a blob (an object of the segment namespace that no manifest
+    /// may reference yet, such as a policy component) from wherever this
+    /// source can find it; by default like a segment. The caller verifies
+    /// it against its name.
+    async fn fetch_blob(&self, name: &str) -> Result<Bytes, StoreError> {
+        self.fetch_segment(name).await
+    }
     /// The delta layers `from..` of `manifest` merged into new segments (a
     /// later layer wins), if this source can build them; `None` if it
     /// cannot (then the caller fetches the layers' own segments). The
