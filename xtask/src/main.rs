@@ -97,7 +97,17 @@ fn main() -> Result<()> {
     {
         ["guests"] => guests(false),
         ["guests", "--check"] => guests(true),
-        _ => bail!("usage: cargo xtask guests [--check]"),
+        ["adapter", path] => {
+            let bytes =
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER;
+            std::fs::write(path, bytes).with_context(|| format!("writing {path}"))?;
+            println!(
+                "wrote the WASI reactor adapter ({} bytes) to {path}",
+                bytes.len()
+            );
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask guests [--check] | cargo xtask adapter PATH"),
     }
 }
 

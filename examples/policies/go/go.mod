@@ -1,0 +1,3 @@
+module ramrod.dev/policies
+
+go 1.24
