@@ -12,6 +12,9 @@ cargo bench -p ramrod-tests --bench log_store
 cargo bench -p ramrod-tests --bench snapshot
 cargo bench -p ramrod-tests --bench cluster
 cargo bench -p ramrod-tests --bench control_plane
+# The policy kits in every language (built first; cached by source hash).
+examples/policies/build.sh
+cargo bench -p ramrod-tests --bench kits
 # The Flintlock repository over the unix socket, against release nodes.
 cargo build --release -p ramrod --bin ramrod
 RAMROD_BENCH=1 RAMROD_BIN="$PWD/target/release/ramrod" \

@@ -28,6 +28,7 @@
 //! name = "adaptive"         # or file = "my-policy.wasm"
 //! config = { max_bytes = 67108864 }
 //! # max-upload-bytes = 67108864  # largest component a swap or rollout may upload
+//! # cache-dir = "policy-cache"   # compiled policies (default: inside data-dir)
 //! ```
 
 use std::collections::BTreeSet;
@@ -110,6 +111,10 @@ pub struct PolicyConfig {
     /// rollout, in bytes (default 64 MiB; an upload over it is answered
     /// `413` naming the limit).
     pub max_upload_bytes: Option<usize>,
+    /// Where compiled policies are cached (default `DATA_DIR/policy-cache`).
+    /// Nodes on one machine may share one: entries are verified, and
+    /// written atomically.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl PolicyConfig {
@@ -325,6 +330,9 @@ impl NodeConfig {
         }
         if let Some(f) = cfg.policy.file.as_mut() {
             rebase(f);
+        }
+        if let Some(d) = cfg.policy.cache_dir.as_mut() {
+            rebase(d);
         }
         if let Some(u) = cfg.listen_unix.as_mut() {
             rebase(u);

@@ -194,6 +194,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Where compiled policies are cached (default `DATA_DIR/policy-cache`).
+    pub fn policy_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.policy.cache_dir = Some(dir.into());
+        self
+    }
+
     /// The sandbox limits of policies.
     pub fn limits(mut self, limits: SandboxLimits) -> Self {
         self.config.limits = limits;

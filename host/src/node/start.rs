@@ -249,10 +249,12 @@ async fn start_policy(
     sm: &KvStateMachine,
     choice: PolicyChoice,
 ) -> Result<(Arc<PolicyHost>, PolicyOrigin), NodeError> {
-    let runtime = PolicyRuntime::new(
-        config.limits.clone(),
-        Some(config.data_dir.join("policy-cache")),
-    )?;
+    let cache = config
+        .policy
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("policy-cache"));
+    let runtime = PolicyRuntime::new(config.limits.clone(), Some(cache))?;
     // The native policy is the fallback, configured by the choice's config.
     let fallback = match &choice.source {
         None => choice.config.as_str(),

@@ -193,7 +193,11 @@ fn store(component: &Component, path: &Path) -> Result<(), String> {
     out.extend_from_slice(blake3::hash(&payload).as_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&payload);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per writer: several runtimes (nodes) in one process may share
+    // a cache directory and store the same component at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, &out).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
