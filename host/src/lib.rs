@@ -56,6 +56,7 @@ mod platform;
 mod policy;
 mod raft;
 mod record;
+pub mod sim;
 mod snapshot;
 mod state_machine;
 
@@ -66,9 +67,9 @@ pub use node::controller::{
     Action, AuditEntry, ControllerError, ControllerStats, Done, PolicyOrigin, Trigger,
 };
 pub use node::{
-    Endpoints, Listen, Node, NodeBuilder, NodeError, NodeHandle, Op, OpError, PolicyChoice,
-    PolicyStatus, Recovery, Scope, SnapshotInfo, SnapshotStoreSpec, SnapshotSummary, Status,
-    Swapped, Written,
+    Endpoints, FollowerProgress, Listen, Node, NodeBuilder, NodeError, NodeHandle, Op, OpError,
+    PolicyChoice, PolicyStatus, Recovery, Scope, SnapshotInfo, SnapshotStoreSpec, SnapshotSummary,
+    Status, Swapped, Written,
 };
 pub use raft::NodeId;
 pub use state_machine::SnapshotStats;

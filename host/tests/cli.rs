@@ -577,3 +577,93 @@ fn the_demo_runs_and_verifies_every_write() {
         .count();
     assert!(purging >= 2, "fewer than two nodes purged:\n{out}");
 }
+
+/// `ramrod trace record` writes a trace of a running node that `ramrod
+/// policy simulate` replays into a table and an HTML report; bad input is
+/// refused with what is wrong.
+#[test]
+fn trace_record_then_simulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_one(&dir, "tr4ce-t0ken", "\n[policy]\nname = \"entries\"\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ramrod(&["status", "--node", &url, "--token", "tr4ce-t0ken"])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let trace = dir.path().join("trace.jsonl");
+    let o = ramrod(&[
+        "trace",
+        "record",
+        "--node",
+        &url,
+        "--token",
+        "tr4ce-t0ken",
+        "--seconds",
+        "2",
+        "--interval-ms",
+        "200",
+        "--out",
+        &trace.display().to_string(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("recorded"), "{err}");
+    let lines = std::fs::read_to_string(&trace).unwrap();
+    assert!(lines.lines().count() >= 8, "{lines}");
+
+    let report = dir.path().join("report.html");
+    let o = ramrod(&[
+        "policy",
+        "simulate",
+        "--trace",
+        &trace.display().to_string(),
+        "--out",
+        &report.display().to_string(),
+        "entries",
+        "adaptive",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("| entries |") && out.contains("| adaptive |"),
+        "{out}"
+    );
+    assert!(out.contains("the recorded node (entries)"), "{out}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(page.matches("<svg").count(), 4);
+
+    // More configs than policies; a trace that is not one.
+    let o = ramrod(&[
+        "policy",
+        "simulate",
+        "--trace",
+        &trace.display().to_string(),
+        "--config",
+        "-",
+        "--config",
+        "-",
+        "entries",
+    ]);
+    assert!(
+        text(&o).1.contains("2 configs for 1 policies"),
+        "{}",
+        text(&o).1
+    );
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"ramrod_trace\": 2}\n").unwrap();
+    let o = ramrod(&[
+        "policy",
+        "simulate",
+        "--trace",
+        &bad.display().to_string(),
+        "entries",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("line 1"), "{err}");
+}

@@ -28,6 +28,13 @@ pub struct LogStats {
     pub append_rate: f64,
     /// Smoothed append rate, bytes per second.
     pub byte_rate: f64,
+    /// Entries appended since the store opened (a counter: workload traces
+    /// take differences).
+    #[serde(default)]
+    pub appended_entries: u64,
+    /// Bytes of entries appended since the store opened.
+    #[serde(default)]
+    pub appended_bytes: u64,
 }
 
 /// Exponentially decaying rate: each event adds `n / tau`, and the sum decays
@@ -86,6 +93,8 @@ pub(crate) struct Counters {
     /// Whether entries below the purge point are still being deleted.
     pub(crate) purging: std::sync::atomic::AtomicBool,
     pub(crate) rates: Mutex<Ewma>,
+    pub(crate) appended_entries: AtomicU64,
+    pub(crate) appended_bytes: AtomicU64,
 }
 
 pub(crate) const NONE: u64 = u64::MAX;
@@ -100,6 +109,8 @@ impl Counters {
             bytes: AtomicU64::new(0),
             purging: std::sync::atomic::AtomicBool::new(false),
             rates: Mutex::new(Ewma::new(10.0)),
+            appended_entries: AtomicU64::new(0),
+            appended_bytes: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +142,8 @@ impl Counters {
             bytes: get(&self.bytes),
             append_rate,
             byte_rate,
+            appended_entries: get(&self.appended_entries),
+            appended_bytes: get(&self.appended_bytes),
         }
     }
 }

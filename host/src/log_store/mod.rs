@@ -383,6 +383,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add(Instant::now(), n, bytes);
+        c.appended_entries.fetch_add(n, Ordering::Relaxed);
+        c.appended_bytes.fetch_add(bytes, Ordering::Relaxed);
         let done = Box::new(move |r: Result<(), Arc<WriteError>>| {
             callback.log_io_completed(r.map_err(std::io::Error::other))
         });

@@ -384,6 +384,8 @@ pub struct Parts {
     pub leader_hint: super::raft_rpc::LeaderHint,
     /// The largest policy component accepted (`policy.max-upload-bytes`).
     pub max_policy_bytes: usize,
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Parts {

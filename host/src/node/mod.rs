@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 pub use builder::{Endpoints, Listen, NodeBuilder, PolicyChoice, SnapshotStoreSpec};
 pub use handle::{Guard, Member, Members, NodeHandle, Op, OpError, Scope, Swapped, Written};
-pub use status::{PolicyStatus, SnapshotInfo, SnapshotSummary, Status};
+pub use status::{FollowerProgress, PolicyStatus, SnapshotInfo, SnapshotSummary, Status};
 
 use crate::config::NodeConfig;
 use crate::raft::NodeId;

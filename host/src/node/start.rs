@@ -186,6 +186,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         handing_over: Default::default(),
         leader_hint,
         max_policy_bytes: config.policy.max_upload_bytes(),
+        data_dir: config.data_dir.clone(),
     });
     let handle = NodeHandle::new(&parts);
     let app = http::router(

@@ -34,6 +34,15 @@ pub struct Status {
     pub current_snapshot: Option<SnapshotSummary>,
     /// Keys in the state.
     pub keys: usize,
+    /// Bytes of keys and values in the state.
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// Each follower's replication progress (on the leader).
+    #[serde(default)]
+    pub followers: Vec<FollowerProgress>,
+    /// Free bytes on the volume of the data directory.
+    #[serde(default)]
+    pub disk_free_bytes: u64,
     /// The state's hash.
     pub state_hash: String,
     /// The running policy.
@@ -57,6 +66,18 @@ impl Status {
             snapshots: p.sm.stats(),
             current_snapshot: p.sm.current_manifest().map(|m| SnapshotSummary::of(&m)),
             keys: p.sm.len(),
+            state_bytes: p.sm.state_bytes(),
+            followers: m
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, matched)| FollowerProgress {
+                    id: *id,
+                    matched: matched.map(|l| l.index),
+                })
+                .collect(),
+            disk_free_bytes: crate::platform::disk_free(&p.data_dir),
             state_hash: p.sm.state_hash(),
             policy: PolicyStatus::of(p),
             controller: p.controller.shared().stats(),
@@ -68,6 +89,15 @@ impl Status {
     pub fn is_leader(&self) -> bool {
         self.role == "Leader"
     }
+}
+
+/// A follower's replication progress, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerProgress {
+    /// The follower.
+    pub id: NodeId,
+    /// The highest index known to be replicated on it.
+    pub matched: Option<u64>,
 }
 
 /// The newest snapshot, as the status shows it.

@@ -10,6 +10,7 @@ mod members_cmd;
 mod node_cmd;
 mod policy_cmd;
 mod snapshot_cmd;
+mod trace_cmd;
 
 /// ramrod: Raft log compaction decided by sandboxed WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -37,6 +38,9 @@ enum Command {
     /// List, add and remove the cluster's members.
     #[command(subcommand)]
     Members(members_cmd::MembersCommand),
+    /// Record a node's workload, for `ramrod policy simulate`.
+    #[command(subcommand)]
+    Trace(trace_cmd::TraceCommand),
     /// Run a node (until Ctrl-C or SIGTERM).
     Serve {
         /// The node's TOML configuration.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
         Command::Members(cmd) => members_cmd::run(cmd),
+        Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Serve { config, listen_fd } => node_cmd::serve(config, listen_fd),
         Command::Status(t) => node_cmd::status(t.node, t.token, t.json),
     };

@@ -66,6 +66,35 @@ pub enum PolicyCommand {
         /// A component file, or the name of a built-in policy.
         policy: String,
     },
+    /// What would these policies have done? Replays a recorded workload
+    /// (`ramrod trace record`) against a model of the log, the snapshot
+    /// chain and builds calibrated from the trace, with each policy
+    /// deciding (clamped as a node clamps), and reports per policy the log
+    /// size, snapshots and bytes written, the longest chain, the estimated
+    /// restart time and catch-up bytes, decisions and fallbacks: a table,
+    /// and an HTML page with charts (--out).
+    Simulate {
+        /// The trace (JSON lines from `ramrod trace record`).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Each policy's config, in the order of the policies (TOML files;
+        /// give `-` for a policy's defaults). Missing ones use defaults.
+        #[arg(long)]
+        config: Vec<PathBuf>,
+        /// Write the HTML report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The follower of the catch-up estimate has been away this long.
+        #[arg(long, default_value_t = 60)]
+        away_seconds: u64,
+        /// Snapshots are built at this rate, MB/s (default: the rate the
+        /// trace measured on the node, else 100).
+        #[arg(long)]
+        build_mb_per_s: Option<f64>,
+        /// Component files or built-in names.
+        #[arg(required = true)]
+        policies: Vec<String>,
+    },
     /// Show a node's latest policy decisions (the audit log).
     Decisions {
         /// The node's URL.
@@ -111,6 +140,21 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
             limit,
             json,
         } => decisions(&node, token, limit, json),
+        PolicyCommand::Simulate {
+            trace,
+            config,
+            out,
+            away_seconds,
+            build_mb_per_s,
+            policies,
+        } => simulate(
+            &trace,
+            &config,
+            out,
+            away_seconds,
+            build_mb_per_s,
+            &policies,
+        ),
     }
 }
 
@@ -372,4 +416,62 @@ fn check(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+fn simulate(
+    trace_path: &PathBuf,
+    configs: &[PathBuf],
+    out: Option<PathBuf>,
+    away_seconds: u64,
+    build_mb_per_s: Option<f64>,
+    policies: &[String],
+) -> Result<ExitCode> {
+    use ramrod::sim::{SimConfig, Trace, report, simulate};
+    anyhow::ensure!(
+        configs.len() <= policies.len(),
+        "{} configs for {} policies (give one per policy, in order; `-` for defaults)",
+        configs.len(),
+        policies.len()
+    );
+    let file = std::fs::File::open(trace_path)
+        .with_context(|| format!("opening {}", trace_path.display()))?;
+    let trace = Trace::read(std::io::BufReader::new(file))
+        .with_context(|| format!("reading the trace {}", trace_path.display()))?;
+    anyhow::ensure!(
+        !trace.samples.is_empty(),
+        "{} has no samples",
+        trace_path.display()
+    );
+    let cfg = SimConfig {
+        away_ms: away_seconds * 1000,
+        build_bytes_per_ms: build_mb_per_s.map(|r| r * 1000.0),
+        ..SimConfig::default()
+    };
+    let runtime = PolicyRuntime::new(SandboxLimits::default(), default_cache_dir())?;
+    let mut results = Vec::new();
+    for (i, policy) in policies.iter().enumerate() {
+        let config = match configs.get(i) {
+            Some(p) if p.as_os_str() != "-" => read_toml_file(&Some(p.clone()), "policy config")?,
+            _ => String::new(),
+        };
+        let host = ramrod::PolicyHost::new(runtime.clone(), Bounds::default(), "")?;
+        host.swap(&PolicySource::parse(policy), &config)
+            .with_context(|| format!("loading {policy}"))?;
+        results.push(simulate(&trace, &host, &cfg));
+    }
+    let cal = ramrod::sim::Calibration::of(&trace, &cfg);
+    println!(
+        "{} samples, {:.0} s of {} (recorded under {})",
+        trace.samples.len(),
+        trace.duration_ms() as f64 / 1000.0,
+        trace.header.node,
+        trace.header.policy
+    );
+    println!("{}", report::table(&trace, &results, cfg.away_ms));
+    if let Some(out) = out {
+        std::fs::write(&out, report::html(&trace, &results, &cal, cfg.away_ms))
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("report: {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -74,6 +74,13 @@ pub struct ControllerStats {
     pub swap_failures: u64,
     /// Whether a snapshot build is running now.
     pub building: bool,
+    /// Milliseconds spent on finished builds (with `SnapshotStats::
+    /// bytes_written`, the rate this node writes snapshots at).
+    #[serde(default)]
+    pub build_ms: u64,
+    /// How long the last finished build took, in milliseconds.
+    #[serde(default)]
+    pub last_build_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +96,8 @@ pub(super) struct Counters {
     pub(super) rollout_failures: AtomicU64,
     pub(super) swap_failures: AtomicU64,
     pub(super) building: AtomicBool,
+    pub(super) build_ms: AtomicU64,
+    pub(super) last_build_ms: AtomicU64,
 }
 
 impl Counters {
@@ -147,6 +156,8 @@ impl ControllerShared {
             rollout_failures: g(&c.rollout_failures),
             swap_failures: g(&c.swap_failures),
             building: c.building.load(Ordering::Relaxed),
+            build_ms: g(&c.build_ms),
+            last_build_ms: g(&c.last_build_ms),
         }
     }
 

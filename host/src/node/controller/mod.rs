@@ -517,10 +517,14 @@ impl Controller {
         self.last_build_ms = build.started.elapsed().as_millis() as u64;
         let result = done.unwrap_or_else(|e| Err(ControllerError::Panicked(e.to_string())));
         match &result {
-            Ok(m) => tracing::info!(
+            Ok(m) => {
+                Counters::add(&c.build_ms, self.last_build_ms);
+                c.last_build_ms.store(self.last_build_ms, Ordering::Relaxed);
+                tracing::info!(
                 snapshot = %m.id, kind = %build.kind, last_index = m.last_log_id.map_or(0, |l| l.index),
                 bytes_written = m.bytes_written, ms = self.last_build_ms, "snapshot built"
-            ),
+                );
+            }
             Err(e) => {
                 Counters::add(&c.build_failures, 1);
                 tracing::warn!(error = %e, "snapshot build failed; its changes are kept for the next one");
