@@ -34,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
             .listen(Listen::Listener(listener))
             .endpoints(Endpoints::RaftOnly)
             .peers(peers)
+            // Signs every request between the nodes (the same on each).
+            .cluster_secret("embed-example-cluster-secret")
             .raft_timing(RaftTiming {
                 heartbeat_ms: 50,
                 election_min_ms: 300,

@@ -6,6 +6,7 @@
 //! listen = "127.0.0.1:7001"
 //! data-dir = "data/node-1"
 //! token = "change-me"
+//! cluster-secret = "the same long secret on every node"   # or cluster-secret-file
 //!
 //! [[peers]]
 //! id = 2
@@ -237,6 +238,15 @@ pub struct NodeConfig {
     /// How much change history watchers get.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// The secret every request between the cluster's nodes is signed
+    /// with (at least 16 characters, the same on every node). A node of a
+    /// multi-node cluster (with `peers`, or `join`) does not start without
+    /// one: any local process can reach a loopback port.
+    #[serde(default)]
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret instead (its first line).
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// The `[watch]` section: how much history a node keeps for watchers and
@@ -301,7 +311,44 @@ impl NodeConfig {
             listen_unix: None,
             join: false,
             watch: WatchConfig::default(),
+            cluster_secret: None,
+            cluster_secret_file: None,
         }
+    }
+
+    /// The cluster secret: `cluster-secret`, or the first line of
+    /// `cluster-secret-file`.
+    ///
+    /// # Errors
+    /// If the file cannot be read, or the secret is too short.
+    pub fn cluster_secret(&self) -> Result<Option<String>, String> {
+        let secret = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(s), None) => s.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("`cluster-secret-file` {}: {e}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err("set `cluster-secret` or `cluster-secret-file`, not both".into());
+            }
+        };
+        let min = crate::node::peer_auth::MIN_SECRET_CHARS;
+        if secret.chars().count() < min {
+            return Err(format!(
+                "the cluster secret must be at least {min} characters"
+            ));
+        }
+        Ok(Some(secret))
+    }
+
+    /// Whether this node is (or will be) one of several: it has peers or
+    /// joins a cluster.
+    pub fn multi_node(&self) -> bool {
+        self.join || !self.peers.is_empty()
     }
 
     /// Reads and checks a configuration file; relative paths in it are taken
@@ -333,6 +380,9 @@ impl NodeConfig {
         }
         if let Some(d) = cfg.policy.cache_dir.as_mut() {
             rebase(d);
+        }
+        if let Some(f) = cfg.cluster_secret_file.as_mut() {
+            rebase(f);
         }
         if let Some(u) = cfg.listen_unix.as_mut() {
             rebase(u);
@@ -402,6 +452,12 @@ impl NodeConfig {
         }
         if self.token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err("`token` must be at least 8 characters".into());
+        }
+        if self.cluster_secret.is_some() {
+            self.cluster_secret()?;
+        }
+        if self.cluster_secret.is_some() && self.cluster_secret_file.is_some() {
+            return Err("set `cluster-secret` or `cluster-secret-file`, not both".into());
         }
         Ok(())
     }

@@ -104,6 +104,22 @@ impl Drop for HeldSocket {
     }
 }
 
+/// A fresh secret: 32 hex digits of a hash of the time, the process and a
+/// counter (unique per cluster; the demo's and tests' clusters live on
+/// loopback for minutes).
+pub fn random_secret() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{:?}", std::time::SystemTime::now()).as_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(
+        &N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    h.update(format!("{:p}", &h).as_bytes());
+    h.finalize().to_hex()[..32].to_string()
+}
+
 /// How to set up a [`ProcessCluster`].
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -111,6 +127,9 @@ pub struct ClusterSpec {
     pub nodes: u64,
     /// The admin token every node gets.
     pub token: String,
+    /// The cluster secret every node gets (default: a new random one per
+    /// cluster).
+    pub cluster_secret: String,
     /// TOML appended to every node's config (after `[[peers]]`; tables
     /// only, such as `[policy]` or `[snapshots]`).
     pub extra_toml: String,
@@ -127,6 +146,7 @@ impl Default for ClusterSpec {
         ClusterSpec {
             nodes: 3,
             token: "process-cluster-token".into(),
+            cluster_secret: random_secret(),
             extra_toml: String::new(),
             raft_ms: (50, 300, 600),
             rust_log: "off".into(),
@@ -163,9 +183,11 @@ impl ProcessCluster {
         let (hb, emin, emax) = spec.raft_ms;
         for id in 1..=spec.nodes {
             let mut t = format!(
-                "id = {id}\nlisten = \"{}\"\ndata-dir = \"node-{id}\"\ntoken = \"{}\"\n\n",
+                "id = {id}\nlisten = \"{}\"\ndata-dir = \"node-{id}\"\ntoken = \"{}\"\n\
+                 cluster-secret = \"{}\"\n\n",
                 addrs[id as usize - 1],
-                spec.token
+                spec.token,
+                spec.cluster_secret
             );
             t += &format!(
                 "[raft]\nheartbeat-ms = {hb}\nelection-min-ms = {emin}\nelection-max-ms = {emax}\n\n"

@@ -166,13 +166,16 @@ fn a_raft_only_node_serves_no_client_or_admin_api() {
                 .unwrap();
             assert_eq!(r.status(), 404, "{path}");
         }
+        // The Raft endpoints are there, behind peer authentication (this
+        // lone node has no cluster secret: it takes no peer requests).
         let r = http
             .post(format!("http://{addr}/raft/vote"))
             .body("garbage")
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 400, "the Raft endpoints are there");
+        assert_eq!(r.status(), 401, "the Raft endpoints are there");
+        assert!(r.text().await.unwrap().contains("no cluster secret"));
         node.shutdown().await;
     });
 }

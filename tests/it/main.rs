@@ -13,3 +13,4 @@ mod simulate;
 mod snapshot;
 mod snapshot_store;
 mod support;
+mod trust;

@@ -78,8 +78,12 @@ pub async fn stop(ports: &Ports, node: Node) {
     let _ = ports.socket(id).park();
 }
 
+/// The cluster secret [`node_config`] gives every node.
+pub const CLUSTER_SECRET: &str = "ramrod-tests-cluster-secret";
+
 /// The config of node `id` of a loopback cluster on `ports`, its data in
-/// `dir/node-{id}`, quick Raft timings, admin token `token`.
+/// `dir/node-{id}`, quick Raft timings, admin token `token`, the cluster
+/// secret [`CLUSTER_SECRET`].
 pub fn node_config(id: u64, ports: &Ports, dir: &Path, token: &str) -> NodeConfig {
     let mut c = NodeConfig::new(id, dir.join(format!("node-{id}")));
     c.listen = ports.addr(id);
@@ -91,6 +95,7 @@ pub fn node_config(id: u64, ports: &Ports, dir: &Path, token: &str) -> NodeConfi
         })
         .collect();
     c.token = Some(token.into());
+    c.cluster_secret = Some(CLUSTER_SECRET.into());
     c.raft.heartbeat_ms = 50;
     c.raft.election_min_ms = 300;
     c.raft.election_max_ms = 600;

@@ -169,6 +169,15 @@ impl NodeBuilder {
         self
     }
 
+    /// The secret requests between the cluster's nodes are signed with (at
+    /// least 16 characters, the same on every node); a node with peers or
+    /// joining a cluster needs one.
+    pub fn cluster_secret(mut self, secret: impl Into<String>) -> Self {
+        self.config.cluster_secret = Some(secret.into());
+        self.config.cluster_secret_file = None;
+        self
+    }
+
     /// Where snapshots go (default: `DATA_DIR/snapshots`).
     pub fn snapshot_store(mut self, store: SnapshotStoreSpec) -> Self {
         self.store = Some(store);

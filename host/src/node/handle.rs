@@ -386,6 +386,9 @@ pub struct Parts {
     pub max_policy_bytes: usize,
     /// The data directory.
     pub data_dir: std::path::PathBuf,
+    /// How this node signs and checks requests between nodes (the cluster
+    /// secret), if it has one.
+    pub peer_auth: Option<super::peer_auth::PeerAuth>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -848,6 +851,13 @@ impl NodeHandle {
             )));
         }
         let parts = self.parts()?;
+        if parts.peer_auth.is_none() {
+            return Err(OpError::Invalid(
+                "this node has no `cluster-secret`: give every node the same one (and restart \
+                 this one with it) before adding members"
+                    .into(),
+            ));
+        }
         Self::not_handing_over(&parts)?;
         parts
             .raft

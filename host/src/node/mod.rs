@@ -19,6 +19,7 @@ pub mod controller;
 pub mod handle;
 pub mod http;
 pub mod metrics;
+pub mod peer_auth;
 pub mod raft_rpc;
 mod socket;
 mod start;

@@ -21,6 +21,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::peer_auth::PeerAuth;
 use crate::raft::{NodeId, TypeConfig};
 use crate::snapshot::SegmentSource as _;
 
@@ -159,6 +160,7 @@ pub struct HttpNetwork {
     timeout: Duration,
     in_flight: InFlight,
     sent: SentBytes,
+    auth: Option<PeerAuth>,
 }
 
 impl HttpNetwork {
@@ -167,7 +169,7 @@ impl HttpNetwork {
     ///
     /// # Panics
     /// If the HTTP client cannot be built (no TLS is configured, so it can).
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, auth: Option<PeerAuth>) -> Self {
         HttpNetwork {
             client: reqwest::Client::builder()
                 .build()
@@ -175,6 +177,7 @@ impl HttpNetwork {
             timeout,
             in_flight: InFlight::default(),
             sent: SentBytes::default(),
+            auth,
         }
     }
 
@@ -186,6 +189,20 @@ impl HttpNetwork {
     /// The snapshot transfers in flight from this node.
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.clone()
+    }
+}
+
+/// `builder` with the peer signature for `method` `path`, when this node
+/// has a cluster secret.
+fn signed(
+    builder: reqwest::RequestBuilder,
+    auth: Option<&PeerAuth>,
+    method: &str,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    match auth {
+        Some(a) => builder.header(super::peer_auth::HEADER, a.sign(method, path)),
+        None => builder,
     }
 }
 
@@ -201,6 +218,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             timeout: self.timeout,
             in_flight: self.in_flight.clone(),
             sent: self.sent.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
@@ -215,6 +233,7 @@ pub struct HttpClient {
     timeout: Duration,
     in_flight: InFlight,
     sent: SentBytes,
+    auth: Option<PeerAuth>,
 }
 
 type Rpc<R, E> = Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -226,17 +245,32 @@ impl HttpClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = encode(req);
+        self.call_encoded(path, encode(req), timeout).await
+    }
+
+    async fn call_encoded<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Rpc<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         self.sent.add(self.target, body.len());
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = signed(
+            self.client.post(format!("{}{path}", self.base)),
+            self.auth.as_ref(),
+            "POST",
+            path,
+        )
+        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+        .timeout(timeout)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let status = resp.status();
         let body = resp
             .bytes()
@@ -267,7 +301,16 @@ impl RaftNetwork<TypeConfig> for HttpClient {
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let timeout = option.hard_ttl().min(self.timeout);
-        self.call("/raft/append", &rpc, timeout).await
+        let n = rpc.entries.len() as u64;
+        let body = encode(&rpc);
+        if body.len() > MAX_APPEND_BYTES && n > 1 {
+            // Fewer entries: openraft retries at once with the hint.
+            let hint = (n * MAX_APPEND_BYTES as u64 / body.len() as u64).clamp(1, n - 1);
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.call_encoded("/raft/append", body, timeout).await
     }
 
     async fn install_snapshot(
@@ -308,6 +351,7 @@ pub struct LeaderSource {
     client: reqwest::Client,
     metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     hint: LeaderHint,
+    auth: Option<PeerAuth>,
 }
 
 /// The address of the node that sent the last snapshot install: a node
@@ -324,6 +368,7 @@ impl LeaderSource {
         metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
         timeout: Duration,
         hint: LeaderHint,
+        auth: Option<PeerAuth>,
     ) -> Self {
         LeaderSource {
             client: reqwest::Client::builder()
@@ -332,6 +377,7 @@ impl LeaderSource {
                 .expect("a plain HTTP client builds"),
             metrics,
             hint,
+            auth,
         }
     }
 
@@ -462,8 +508,19 @@ impl LeaderSource {
         key: &str,
         make: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
-        let resp = make(&self.client, addr)
-            .send()
+        let mut req = make(&self.client, addr)
+            .build()
+            .map_err(|e| self.error(key, e.to_string()))?;
+        if let Some(auth) = &self.auth {
+            let v = auth.sign(req.method().as_str(), req.url().path());
+            req.headers_mut().insert(
+                super::peer_auth::HEADER,
+                reqwest::header::HeaderValue::from_str(&v).expect("a signature is ASCII"),
+            );
+        }
+        let resp = self
+            .client
+            .execute(req)
             .await
             .map_err(|e| self.error(key, e.to_string()))?;
         let status = resp.status();
@@ -504,29 +561,53 @@ pub struct CatchUpReply {
     pub segments: Vec<serde_bytes::ByteBuf>,
 }
 
-/// The server side: the `/raft/*` routes of a node. Raft RPCs between
-/// members are not size-limited: a replication batch may carry many entries
-/// of up to the largest request each, and refusing one would stall the
-/// cluster.
-pub(super) fn routes(node: super::NodeHandle) -> axum::Router {
+/// The largest body of an append a node sends: a batch over it is split
+/// (openraft retries with fewer entries), so one entry of the largest
+/// request always fits.
+pub const MAX_APPEND_BYTES: usize = 32 << 20;
+
+/// The largest body of the other peer requests a node accepts (a vote, a
+/// snapshot's manifest chunk, a catch-up request naming a manifest).
+pub const MAX_PEER_BODY: usize = 16 << 20;
+
+/// The server side: the `/raft/*` routes of a node, behind peer
+/// authentication (the cluster secret; without one, every peer request is
+/// refused), with bounded bodies: an append at most [`MAX_APPEND_BYTES`]
+/// (and the encoding's slack), anything else [`MAX_PEER_BODY`]. Snapshot
+/// data never travels in one body: a follower fetches segments one by one.
+pub(super) fn routes(node: super::NodeHandle, auth: Option<PeerAuth>) -> axum::Router {
+    use axum::extract::DefaultBodyLimit;
     use axum::routing::{get, post};
     axum::Router::new()
-        .route("/raft/append", post(server::append))
+        .route(
+            "/raft/append",
+            post(server::append).layer(DefaultBodyLimit::max(MAX_APPEND_BYTES + (1 << 20))),
+        )
         .route("/raft/vote", post(server::vote))
         .route("/raft/snapshot", post(server::snapshot))
         .route("/raft/segment/{name}", get(server::segment))
         .route("/raft/catchup", post(server::catch_up))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
+        .layer(axum::middleware::map_response(server::too_large))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            server::authenticate,
+        ))
         .with_state(node)
 }
 
 mod server {
+    use std::sync::Arc;
+
     use axum::Json;
     use axum::body::Bytes;
-    use axum::extract::{Path, State};
+    use axum::extract::{Path, Request, State};
     use axum::http::{StatusCode, header};
+    use axum::middleware::Next;
     use axum::response::{IntoResponse, Response};
     use serde::Serialize;
+
+    use super::PeerAuth;
 
     use super::{CONTENT_TYPE, CatchUpReply, CatchUpRequest, decode, encode};
     use crate::node::NodeHandle;
@@ -541,6 +622,57 @@ mod server {
 
     fn error(status: StatusCode, msg: impl Into<String>) -> Response {
         (status, Json(ErrorBody::new(msg))).into_response()
+    }
+
+    /// Lets a peer request through only when it is signed with the cluster
+    /// secret (before its body is read).
+    pub(super) async fn authenticate(
+        State(auth): State<Arc<Option<PeerAuth>>>,
+        req: Request,
+        next: Next,
+    ) -> Response {
+        let Some(auth) = auth.as_ref() else {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "this node has no cluster secret: it accepts no requests from other nodes",
+            );
+        };
+        let header = req
+            .headers()
+            .get(crate::node::peer_auth::HEADER)
+            .and_then(|v| v.to_str().ok());
+        match auth.verify(header, req.method().as_str(), req.uri().path()) {
+            Ok(_) => next.run(req).await,
+            Err(why) => error(StatusCode::UNAUTHORIZED, why),
+        }
+    }
+
+    /// A body over the limit: a JSON answer naming the limit.
+    pub(super) async fn too_large(resp: Response) -> Response {
+        if resp.status() != StatusCode::PAYLOAD_TOO_LARGE
+            || resp.headers().get(header::CONTENT_TYPE)
+                == Some(&header::HeaderValue::from_static("application/json"))
+        {
+            return resp;
+        }
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a peer request is at most {} bytes ({} for an append)",
+                super::MAX_PEER_BODY,
+                super::MAX_APPEND_BYTES + (1 << 20)
+            ),
+        )
+    }
+
+    /// A store failure: logged here with its details (which name paths and
+    /// buckets), answered without them.
+    fn store_failed(what: &str, e: &dyn std::fmt::Display) -> Response {
+        tracing::error!(error = %e, "{what} failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what} failed on this node (see its log)"),
+        )
     }
 
     /// The answer of a node that has shut down.
@@ -587,8 +719,11 @@ mod server {
     /// A snapshot segment from this node's store, for a follower installing
     /// a snapshot.
     pub(super) async fn segment(State(node): Node, Path(name): Path<String>) -> Response {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return error(StatusCode::BAD_REQUEST, "a segment name is its hash in hex");
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a segment name is its blake3 hash: 64 hex digits",
+            );
         }
         match node
             .internals()
@@ -602,7 +737,7 @@ mod server {
             Err(StoreError::NotFound { .. }) => {
                 error(StatusCode::NOT_FOUND, format!("no segment {name}"))
             }
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e) => store_failed("reading a segment", &e),
         }
     }
 
@@ -627,7 +762,7 @@ mod server {
                     .collect(),
             }),
             Err(SnapshotError::Manifest { reason, .. }) => error(StatusCode::BAD_REQUEST, reason),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e) => store_failed("merging delta layers", &e),
         }
     }
 }

@@ -42,6 +42,18 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
             reason: "a node with peers must listen: they reach it over HTTP".into(),
         });
     }
+    let secret = config
+        .cluster_secret()
+        .map_err(|reason| NodeError::Config { reason })?;
+    if secret.is_none() && config.multi_node() {
+        return Err(NodeError::Config {
+            reason: "a node of a multi-node cluster needs `cluster-secret` (or \
+                     `cluster-secret-file`), the same on every node: it signs every \
+                     request between nodes, and any local process can reach a loopback port"
+                .into(),
+        });
+    }
+    let peer_auth = secret.map(|s| super::peer_auth::PeerAuth::new(&s, config.id));
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -124,7 +136,8 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     }
     .validate()
     .map_err(|e| NodeError::Raft(Box::new(e)))?;
-    let network = raft_rpc::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms));
+    let network =
+        raft_rpc::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms), peer_auth.clone());
     let in_flight = network.in_flight();
     let sent = network.sent();
     let raft = Raft::new(
@@ -143,6 +156,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         raft.metrics(),
         Duration::from_millis(t.install_timeout_ms),
         leader_hint.clone(),
+        peer_auth.clone(),
     ))));
     let loaded = report.loaded.as_ref();
     let recovery = Arc::new(Recovery {
@@ -187,6 +201,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         leader_hint,
         max_policy_bytes: config.policy.max_upload_bytes(),
         data_dir: config.data_dir.clone(),
+        peer_auth: peer_auth.clone(),
     });
     let handle = NodeHandle::new(&parts);
     let app = http::router(
@@ -194,6 +209,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         endpoints,
         config.token.clone(),
         config.policy.max_upload_bytes(),
+        peer_auth,
     );
     let mut servers = Vec::new();
     if let Some(listener) = listener {

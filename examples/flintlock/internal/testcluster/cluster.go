@@ -26,6 +26,9 @@ import (
 // Token is the admin token of every test node.
 const Token = "flintlock-test-token"
 
+// ClusterSecret signs the requests between test nodes.
+const ClusterSecret = "flintlock-test-cluster-secret"
+
 // Cluster is a set of ramrod processes.
 type Cluster struct {
 	t     testing.TB
@@ -113,8 +116,8 @@ func Start(t testing.TB, n int, extraTOML string) *Cluster {
 
 func (c *Cluster) writeConfig(n *Node) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "id = %d\nlisten = %q\ndata-dir = \"node-%d\"\ntoken = %q\nlisten-unix = %q\n\n",
-		n.ID, n.Addr, n.ID, Token, n.Socket)
+	fmt.Fprintf(&b, "id = %d\nlisten = %q\ndata-dir = \"node-%d\"\ntoken = %q\nlisten-unix = %q\ncluster-secret = %q\n\n",
+		n.ID, n.Addr, n.ID, Token, n.Socket, ClusterSecret)
 	b.WriteString("[raft]\nheartbeat-ms = 50\nelection-min-ms = 300\nelection-max-ms = 600\n\n")
 	for _, p := range c.Nodes {
 		if p.ID != n.ID {

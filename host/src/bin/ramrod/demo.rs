@@ -52,6 +52,8 @@ fn spec() -> ClusterSpec {
         raft_ms: (100, 600, 1200),
         rust_log: "warn,ramrod::controller=info".into(),
         log_files: true,
+        // A fresh secret for this demo's cluster.
+        ..ClusterSpec::default()
     }
 }
 

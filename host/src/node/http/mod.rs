@@ -3,7 +3,8 @@
 //! they decode a request, call the typed operation on the [`NodeHandle`],
 //! and encode its result.
 //!
-//! - `/raft/*`: Raft RPCs between members ([`super::raft_rpc`]);
+//! - `/raft/*`: Raft RPCs between members ([`super::raft_rpc`]), signed with
+//!   the cluster secret ([`super::peer_auth`]);
 //! - `/kv...`: the client API (`kv`): records with revisions, guarded
 //!   writes and transactions, watches;
 //! - `/admin/*`: status, metrics, decisions, snapshots, policies, members
@@ -41,8 +42,9 @@ pub(super) fn router(
     endpoints: Endpoints,
     token: Option<String>,
     max_policy: usize,
+    peer_auth: Option<super::peer_auth::PeerAuth>,
 ) -> Router {
-    let raft = super::raft_rpc::routes(handle.clone());
+    let raft = super::raft_rpc::routes(handle.clone(), peer_auth);
     if endpoints == Endpoints::RaftOnly {
         return raft;
     }

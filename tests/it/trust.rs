@@ -1,0 +1,172 @@
+//! Node-to-node trust with the cluster secret: requests between nodes are
+//! signed; unsigned, wrongly signed, oversized and malformed peer requests
+//! are refused and change nothing; a node of a multi-node cluster does not
+//! start without a secret; answers carry no internal paths.
+
+use std::time::Duration;
+
+use ramrod::internals::node::peer_auth::{HEADER, PeerAuth};
+use ramrod::{Node, NodeError};
+
+use crate::cluster::{leader, start_cluster_on};
+use crate::compaction::write_keys;
+
+fn url(n: &Node, path: &str) -> String {
+    format!("http://{}{path}", n.addr().unwrap())
+}
+
+#[test]
+fn peer_requests_without_the_cluster_secret_are_refused_and_change_nothing() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (nodes, _ports) = start_cluster_on(dir.path()).await;
+        let leader_id = leader(&nodes).await;
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+        write_keys(lead, "k/", 50, 4).await;
+        // The nodes themselves replicate (they sign with the secret).
+        let applied = |n: &Node| n.internals().sm.last_applied().map_or(0, |l| l.index);
+        let target = applied(lead);
+        crate::compaction::eventually(Duration::from_secs(10), "replicated", || {
+            nodes.iter().all(|n| applied(n) >= target)
+        })
+        .await;
+        lead.snapshot_now(None).await.unwrap();
+        let hashes = || {
+            nodes
+                .iter()
+                .map(|n| n.internals().sm.state_hash())
+                .collect::<Vec<_>>()
+        };
+        let before = hashes();
+        let term = |n: &Node| n.internals().raft.metrics().borrow().current_term;
+        let terms: Vec<u64> = nodes.iter().map(term).collect();
+        let segment = lead
+            .internals()
+            .sm
+            .current_manifest()
+            .unwrap()
+            .segments()
+            .next()
+            .unwrap()
+            .name
+            .clone();
+
+        let http = reqwest::Client::new();
+        let wrong = PeerAuth::new("not the cluster's secret at all", leader_id);
+        let right = PeerAuth::new(ramrod_tests::CLUSTER_SECRET, leader_id);
+        for (what, header) in [
+            ("unsigned", None),
+            ("wrong secret", Some(wrong.sign("POST", "/raft/append"))),
+            (
+                "signed for another path",
+                Some(right.sign("POST", "/raft/vote")),
+            ),
+            ("garbage", Some("1.2.3".to_string())),
+        ] {
+            let mut r = http.post(url(follower, "/raft/append")).body(vec![0u8; 64]);
+            if let Some(h) = header {
+                r = r.header(HEADER, h);
+            }
+            let resp = r.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{what}");
+        }
+        for _ in 0..20 {
+            let r = http
+                .post(url(follower, "/raft/vote"))
+                .body(vec![1u8; 64])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        let r = http
+            .get(url(lead, &format!("/raft/segment/{segment}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "segments are behind peer authentication");
+        let r = http
+            .post(url(lead, "/raft/catchup"))
+            .body(vec![0u8; 8])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // With the secret: the segment is served; an oversized append or a
+        // huge name is refused with no internals in the answer.
+        let path = format!("/raft/segment/{segment}");
+        let r = http
+            .get(url(lead, &path))
+            .header(HEADER, right.sign("GET", &path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let long = format!("/raft/segment/{}", "a".repeat(10_000));
+        let r = http
+            .get(url(lead, &long))
+            .header(HEADER, right.sign("GET", &long))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        let data = dir.path().display().to_string();
+        assert!(!text.contains(&data) && !text.contains("/tmp"), "{text}");
+        let r = http
+            .post(url(follower, "/raft/append"))
+            .header(HEADER, right.sign("POST", "/raft/append"))
+            .body(vec![0u8; 40 << 20])
+            .send()
+            .await;
+        // The node may answer before it has read the body.
+        if let Ok(r) = r {
+            assert_eq!(r.status(), 413);
+        }
+
+        // Nothing changed: the same state everywhere, no term pushed up,
+        // and the cluster still takes writes.
+        assert_eq!(hashes(), before);
+        let now: Vec<u64> = nodes.iter().map(term).collect();
+        assert_eq!(now, terms, "refused votes moved a term");
+        write_keys(lead, "after/", 20, 4).await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
+
+#[test]
+fn a_node_of_a_cluster_needs_a_long_enough_secret() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = ramrod_tests::Ports::bind(3);
+        let mut c = crate::cluster::config(1, &ports, dir.path());
+        c.cluster_secret = None;
+        let e = ramrod_tests::start(&ports, c.clone()).await.unwrap_err();
+        assert!(
+            matches!(&e, NodeError::Config { reason } if reason.contains("cluster-secret")),
+            "{e}"
+        );
+        c.join = true;
+        c.peers.clear();
+        let e = ramrod_tests::start(&ports, c.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("cluster-secret"), "{e}");
+        c.join = false;
+        c.cluster_secret = Some("short".into());
+        let e = ramrod_tests::start(&ports, c.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("at least 16"), "{e}");
+        // From a file: its first line.
+        let file = dir.path().join("secret");
+        std::fs::write(&file, format!("{}\n", ramrod_tests::CLUSTER_SECRET)).unwrap();
+        c.cluster_secret = None;
+        c.cluster_secret_file = Some(file.clone());
+        c.join = true;
+        let n = ramrod_tests::start(&ports, c.clone()).await.unwrap();
+        n.shutdown().await;
+        c.cluster_secret = Some(ramrod_tests::CLUSTER_SECRET.into());
+        let e = ramrod_tests::start(&ports, c).await.unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+    });
+}
