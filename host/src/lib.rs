@@ -49,6 +49,7 @@
 
 pub mod client;
 mod config;
+pub mod failpoint;
 mod harness;
 mod log_store;
 mod node;

@@ -170,3 +170,75 @@ fn a_node_of_a_cluster_needs_a_long_enough_secret() {
         assert!(e.to_string().contains("not both"), "{e}");
     });
 }
+
+/// A node whose log store fails to sync (a failpoint: a disk that errors)
+/// stops its Raft core and says so: its typed operations and its HTTP API
+/// answer "stopped" with the cause (not "channel closed"), `fatal_stop`
+/// resolves (what `ramrod serve` exits on), the others go on; restarted,
+/// it catches up with every acknowledged write.
+#[test]
+fn a_node_whose_storage_fails_stops_and_says_why() {
+    use ramrod::failpoint;
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut nodes, ports) = start_cluster_on(dir.path()).await;
+        let leader_id = leader(&nodes).await;
+        let pos = nodes.iter().position(|n| n.id() != leader_id).unwrap();
+        let id = nodes[pos].id();
+        let data = dir.path().join(format!("node-{id}"));
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "before/", 20, 4).await;
+        failpoint::arm("log.sync", &data);
+        write_keys(lead, "during/", 50, 4).await;
+        let follower = &nodes[pos];
+        let cause = tokio::time::timeout(Duration::from_secs(20), follower.fatal_stop())
+            .await
+            .expect("the failing node stops")
+            .expect("on a fatal error, not a shutdown");
+        assert!(cause.contains("failpoint log.sync"), "{cause}");
+        assert!(follower.fatal().is_some());
+        let e = follower.get_local(b"before/000001").unwrap_err();
+        assert!(
+            matches!(&e, ramrod::OpError::Stopped { node, .. } if *node == id),
+            "{e}"
+        );
+        let r = reqwest::Client::new()
+            .put(url(follower, "/kv/x"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let text = r.text().await.unwrap();
+        // Which node, and no paths: the details are in its log.
+        assert!(text.contains(&format!("node {id} stopped")), "{text}");
+        assert!(!text.contains("raft-log"), "{text}");
+        // The others have a quorum.
+        write_keys(lead, "after/", 50, 4).await;
+        // Restarted with a disk that works: it catches up.
+        failpoint::disarm("log.sync", &data);
+        ramrod_tests::stop(&ports, nodes.remove(pos)).await;
+        let back = ramrod_tests::start(&ports, crate::cluster::config(id, &ports, dir.path()))
+            .await
+            .unwrap();
+        let target = nodes
+            .iter()
+            .map(|n| n.internals().sm.last_applied().map_or(0, |l| l.index))
+            .max()
+            .unwrap();
+        crate::compaction::eventually(
+            Duration::from_secs(30),
+            "the restarted node caught up",
+            || back.internals().sm.last_applied().map_or(0, |l| l.index) >= target,
+        )
+        .await;
+        for key in ["before/000019", "during/000049", "after/000049"] {
+            assert!(back.get_local(key.as_bytes()).unwrap().is_some(), "{key}");
+        }
+        assert!(back.fatal().is_none());
+        back.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}

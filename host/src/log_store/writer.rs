@@ -486,9 +486,8 @@ impl Writer {
         write_all_at(&self.active.file, buf, self.active.pos)
             .map_err(WriteError::io("writing", path()))?;
         if self.durable {
-            self.active
-                .file
-                .sync_data()
+            crate::failpoint::check("log.sync", &path())
+                .and_then(|()| self.active.file.sync_data())
                 .map_err(WriteError::io("syncing", path()))?;
         }
         self.active.pos += buf.len() as u64;

@@ -57,6 +57,16 @@ pub enum OpError {
     /// The node is shutting down or its Raft has stopped.
     #[error("the node has shut down")]
     Shutdown,
+    /// The node's Raft core stopped on a fatal error (a storage failure,
+    /// a full disk): the node serves nothing until it is restarted.
+    /// `ramrod serve` exits non-zero when this happens.
+    #[error("node {node} stopped: {cause}; it serves nothing until it is restarted")]
+    Stopped {
+        /// The node.
+        node: NodeId,
+        /// Why (openraft's fatal error, naming the storage call and file).
+        cause: String,
+    },
     /// The request is malformed or too large; the message names the value
     /// at fault.
     #[error("{0}")]
@@ -391,6 +401,16 @@ pub struct Parts {
     pub peer_auth: Option<super::peer_auth::PeerAuth>,
 }
 
+impl Parts {
+    /// Why the Raft core stopped on its own, if it did.
+    pub fn fatal(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Err(f) if !matches!(f, openraft::error::Fatal::Stopped) => Some(f.to_string()),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Parts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parts")
@@ -423,7 +443,33 @@ impl NodeHandle {
     }
 
     pub(crate) fn parts(&self) -> Result<Arc<Parts>, OpError> {
-        self.parts.upgrade().ok_or(OpError::Shutdown)
+        let parts = self.parts.upgrade().ok_or(OpError::Shutdown)?;
+        if let Some(cause) = parts.fatal() {
+            return Err(OpError::Stopped {
+                node: parts.id,
+                cause,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Why the node's Raft core stopped on its own, if it did (a storage
+    /// failure); `None` while it runs or after a shutdown.
+    pub fn fatal(&self) -> Option<String> {
+        self.parts.upgrade().and_then(|p| p.fatal())
+    }
+
+    /// Waits until the node's Raft core stops on a fatal error and returns
+    /// the cause; `None` if the node shuts down instead. What a supervisor
+    /// loop selects on to exit (`ramrod serve` does).
+    pub async fn fatal_stop(&self) -> Option<String> {
+        let mut metrics = self.parts.upgrade()?.raft.metrics();
+        loop {
+            if let Err(f) = &metrics.borrow_and_update().running_state {
+                return (!matches!(f, openraft::error::Fatal::Stopped)).then(|| f.to_string());
+            }
+            metrics.changed().await.ok()?;
+        }
     }
 
     /// The node's parts (Raft, state machine, log store, controller), for

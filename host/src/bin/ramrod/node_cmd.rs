@@ -53,13 +53,27 @@ pub fn serve(config: PathBuf, listen_fd: Option<i32>) -> Result<ExitCode> {
             println!("initialized a cluster of {} nodes", 1 + cfg.peers.len());
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        // A node whose Raft core stopped on a fatal error (a storage
+        // failure, a full disk) exits non-zero naming the cause, so that a
+        // supervisor restarts it: never a live port in front of a stopped
+        // core.
+        let fatal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            Some(cause) = node.fatal_stop() => Some(cause),
+        };
         println!("node {} stopping", node.id());
         node.shutdown().await;
-        Ok(ExitCode::SUCCESS)
+        match fatal {
+            None => Ok(ExitCode::SUCCESS),
+            Some(cause) => {
+                eprintln!(
+                    "error: node {} stopped: {cause}; exiting so that a supervisor restarts it",
+                    cfg.id
+                );
+                Ok(ExitCode::from(3))
+            }
+        }
     })
 }
 

@@ -193,6 +193,28 @@ fn op_error(e: OpError) -> Response {
         OpError::Invalid(_) | OpError::Policy(_) => StatusCode::BAD_REQUEST,
         OpError::AlreadyInitialized | OpError::Busy(_) => StatusCode::CONFLICT,
         OpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        // What clients are told: which node, and a full disk as such (507);
+        // the cause's details (files, calls) are in the node's log.
+        OpError::Stopped { node, cause } => {
+            let (status, msg) = if cause.contains("No space left") || cause.contains("os error 28")
+            {
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!(
+                        "disk full on node {node}: it stopped and serves nothing until it is restarted"
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "node {node} stopped on a storage or Raft failure (its log names the cause); \
+                         it serves nothing until it is restarted"
+                    ),
+                )
+            };
+            return (status, Json(ErrorBody::new(msg))).into_response();
+        }
         OpError::Shutdown | OpError::Timeout { .. } | OpError::Raft(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
