@@ -1,12 +1,17 @@
 //! Node-to-node trust with the cluster secret: requests between nodes are
 //! signed; unsigned, wrongly signed, oversized and malformed peer requests
 //! are refused and change nothing; a node of a multi-node cluster does not
-//! start without a secret; answers carry no internal paths.
+//! start without a secret; answers carry no internal paths; a node whose
+//! storage fails stops and says so; a node waits for its snapshot store.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ramrod::internals::node::peer_auth::{HEADER, PeerAuth};
-use ramrod::{Node, NodeError};
+use ramrod::internals::snapshot::ObjectInfo;
+use ramrod::{DirStore, Node, NodeError, SnapshotStore, SnapshotStoreSpec, StoreError};
 
 use crate::cluster::{leader, start_cluster_on};
 use crate::compaction::write_keys;
@@ -240,5 +245,100 @@ fn a_node_whose_storage_fails_stops_and_says_why() {
         for n in nodes {
             n.shutdown().await;
         }
+    });
+}
+
+/// A snapshot store that does not answer its first `failures` listings
+/// (a store that is down when the node starts).
+#[derive(Debug)]
+struct DownAtFirst {
+    inner: Arc<dyn SnapshotStore>,
+    failures: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl SnapshotStore for DownAtFirst {
+    fn describe(&self) -> String {
+        format!("down-at-first {}", self.inner.describe())
+    }
+    async fn put_segment(&self, name: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        self.inner.put_segment(name, bytes).await
+    }
+    async fn get_segment(&self, name: &str) -> Result<Bytes, StoreError> {
+        self.inner.get_segment(name).await
+    }
+    async fn has_segment(&self, name: &str) -> Result<bool, StoreError> {
+        self.inner.has_segment(name).await
+    }
+    async fn list_segments(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list_segments().await
+    }
+    async fn delete_segment(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_segment(name).await
+    }
+    async fn put_manifest(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner.put_manifest(name, bytes).await
+    }
+    async fn get_manifest(&self, name: &str) -> Result<Bytes, StoreError> {
+        self.inner.get_manifest(name).await
+    }
+    async fn list_manifests(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        let down = self
+            .failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if down {
+            return Err(StoreError::Other {
+                store: self.describe(),
+                key: "manifests".into(),
+                reason: "connection refused".into(),
+            });
+        }
+        self.inner.list_manifests().await
+    }
+    async fn delete_manifest(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_manifest(name).await
+    }
+}
+
+/// A node started while its snapshot store is down waits for it, with
+/// backoff, and starts when it answers, restoring what it holds.
+#[test]
+fn a_node_waits_for_its_snapshot_store() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn SnapshotStore> =
+            Arc::new(DirStore::open(&dir.path().join("store")).unwrap());
+        let start = |failures| {
+            let s = Arc::new(DownAtFirst {
+                inner: store.clone(),
+                failures: AtomicU32::new(failures),
+            });
+            let node = Node::builder(1, dir.path().join("node"))
+                .listen(ramrod::Listen::Nowhere)
+                .snapshot_store(SnapshotStoreSpec::Custom(s.clone()))
+                .start();
+            (node, s)
+        };
+        let (node, s) = start(0);
+        let node = node.await.unwrap();
+        node.initialize().await.unwrap();
+        node.put("k", b"v".to_vec()).await.unwrap();
+        node.snapshot_now(None).await.unwrap();
+        node.shutdown().await;
+        drop(s);
+        let (node, s) = start(3);
+        let node = node.await.expect("the node starts once the store answers");
+        assert_eq!(
+            s.failures.load(Ordering::Relaxed),
+            0,
+            "it asked until it answered"
+        );
+        assert!(
+            node.internals().recovery.snapshot.is_some(),
+            "it restored the snapshot"
+        );
+        assert_eq!(node.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        node.shutdown().await;
     });
 }

@@ -67,7 +67,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     let group = format!("node-{}", config.id);
     let snaps = Arc::new(Snapshots::new(store, &group, config.snapshots.clone()));
     let started = Instant::now();
-    let (sm, report) = KvStateMachine::open(snaps).await?;
+    let (sm, report) = open_state(snaps).await?;
     sm.set_watch_limits(config.watch.limits());
     let restore_ms = started.elapsed().as_millis() as u64;
     for (name, why) in &report.skipped {
@@ -257,6 +257,26 @@ where
         }
     });
     (stop, task)
+}
+
+/// Opens the state machine, waiting for a snapshot store that does not
+/// answer (a network store that is down, a volume not mounted yet): its
+/// failures are retried with backoff (200 ms doubling to 10 s), logged each
+/// time, until it answers; damage and format errors are not retried.
+async fn open_state(
+    snaps: Arc<Snapshots>,
+) -> Result<(KvStateMachine, crate::snapshot::RestoreReport), SnapshotError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match KvStateMachine::open(snaps.clone()).await {
+            Err(SnapshotError::Store(e @ crate::snapshot::StoreError::Other { .. })) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "the snapshot store does not answer; the node starts when it does");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// The policy host with the node's first policy in: the one the state holds

@@ -187,6 +187,10 @@ impl Snapshots {
                 Err(SnapshotError::Manifest { reason, .. }) if reason == manifest::OLD_FORMAT => {
                     return Err(SnapshotError::Manifest { name, reason });
                 }
+                // Not damage either: the store did not answer. Skipping
+                // the snapshot would restore an older one, maybe below the
+                // purged log; the caller retries instead.
+                Err(e @ SnapshotError::Store(StoreError::Other { .. })) => return Err(e),
                 Err(e) => {
                     tracing::warn!(snapshot = %name, error = %e, "skipping a damaged snapshot");
                     report.skipped.push((name, e.to_string()));
