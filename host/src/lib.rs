@@ -68,9 +68,9 @@ pub use node::controller::{
     Action, AuditEntry, ControllerError, ControllerStats, Done, PolicyOrigin, Trigger,
 };
 pub use node::{
-    Endpoints, FollowerProgress, Listen, Node, NodeBuilder, NodeError, NodeHandle, Op, OpError,
-    PolicyChoice, PolicyStatus, Recovery, Scope, SnapshotInfo, SnapshotStoreSpec, SnapshotSummary,
-    Status, Swapped, Written,
+    ClusterStart, Endpoints, FollowerProgress, Listen, Node, NodeBuilder, NodeError, NodeHandle,
+    Op, OpError, PolicyChoice, PolicyStatus, Recovery, Scope, SnapshotInfo, SnapshotStoreSpec,
+    SnapshotSummary, Status, Swapped, Written,
 };
 pub use raft::NodeId;
 pub use state_machine::SnapshotStats;

@@ -342,3 +342,77 @@ fn a_node_waits_for_its_snapshot_store() {
         node.shutdown().await;
     });
 }
+
+/// The node that creates a cluster asks its peers first: on a fresh
+/// cluster it creates it (once every peer answers), and after its data
+/// directory was wiped it joins the cluster it was in instead of creating
+/// a second one, and catches up.
+#[test]
+fn a_wiped_first_node_rejoins_its_cluster_instead_of_creating_one() {
+    use ramrod::ClusterStart;
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = ramrod_tests::Ports::bind(3);
+        let config = |id| crate::cluster::config(id, &ports, dir.path());
+        // Node 1 alone: its peers do not answer, so it waits.
+        let first = ramrod_tests::start(&ports, config(1)).await.unwrap();
+        let creating = {
+            let h = first.handle();
+            tokio::spawn(async move { h.create_cluster_unless_it_exists().await })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !creating.is_finished(),
+            "it created a cluster without asking its peers"
+        );
+        let mut nodes = vec![first];
+        for id in 2..=3 {
+            nodes.push(ramrod_tests::start(&ports, config(id)).await.unwrap());
+        }
+        assert_eq!(creating.await.unwrap().unwrap(), ClusterStart::Created);
+        assert_eq!(
+            nodes[0].create_cluster_unless_it_exists().await.unwrap(),
+            ClusterStart::Member
+        );
+        let leader_id = leader(&nodes).await;
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "k/", 100, 4).await;
+
+        // Node 1 loses its data.
+        ramrod_tests::stop(&ports, nodes.remove(0)).await;
+        std::fs::remove_dir_all(dir.path().join("node-1")).unwrap();
+        let back = ramrod_tests::start(&ports, config(1)).await.unwrap();
+        let found = back.create_cluster_unless_it_exists().await.unwrap();
+        assert!(
+            matches!(found, ClusterStart::Exists | ClusterStart::Member),
+            "{found:?}"
+        );
+        // A leader among the two that kept their data (node 1 may have led).
+        let leads = || {
+            nodes
+                .iter()
+                .position(|n| n.internals().raft.metrics().borrow().current_leader == Some(n.id()))
+        };
+        crate::compaction::eventually(Duration::from_secs(10), "a leader", || leads().is_some())
+            .await;
+        let lead = &nodes[leads().unwrap()];
+        write_keys(lead, "after/", 20, 4).await;
+        let target = lead.internals().sm.last_applied().map_or(0, |l| l.index);
+        crate::compaction::eventually(Duration::from_secs(30), "node 1 caught up", || {
+            back.internals().sm.last_applied().map_or(0, |l| l.index) >= target
+        })
+        .await;
+        assert!(back.get_local(b"k/000099").unwrap().is_some());
+        // One cluster: node 1 follows the same leader, in the same term.
+        let m = back.internals().raft.metrics().borrow().clone();
+        let lm = lead.internals().raft.metrics().borrow().clone();
+        assert_eq!(
+            (m.current_leader, m.current_term),
+            (lm.current_leader, lm.current_term)
+        );
+        back.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}

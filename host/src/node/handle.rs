@@ -335,6 +335,17 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
     })
 }
 
+/// What [`NodeHandle::create_cluster_unless_it_exists`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterStart {
+    /// It created the cluster.
+    Created,
+    /// A peer belongs to a cluster: this node waits to be contacted.
+    Exists,
+    /// This node is a member already.
+    Member,
+}
+
 /// Where a policy swap applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -532,6 +543,67 @@ impl NodeHandle {
                 openraft::error::Fatal::Stopped => OpError::Shutdown,
                 other => OpError::Raft(Box::new(other)),
             })
+    }
+
+    /// Creates the cluster with this node's configured members, unless it
+    /// exists already: asks every peer first (`GET /raft/initialized`,
+    /// signed) and creates it only when all of them answer that they are
+    /// not part of one. While a peer does not answer, it asks again every
+    /// second; it stops asking when a leader contacts this node. So a node
+    /// whose data directory was wiped, the one that created the cluster
+    /// included, joins the cluster it was in instead of creating a second
+    /// one.
+    ///
+    /// # Errors
+    /// [`OpError::Invalid`] for a node that joins (`join = true`); what
+    /// [`initialize`](Self::initialize) returns.
+    pub async fn create_cluster_unless_it_exists(&self) -> Result<ClusterStart, OpError> {
+        let mut waiting_logged = false;
+        loop {
+            if self.is_initialized().await? {
+                return Ok(ClusterStart::Member);
+            }
+            let parts = self.parts()?;
+            if parts.join {
+                return Err(OpError::Invalid(
+                    "this node joins a running cluster (`join = true`): it never creates one"
+                        .into(),
+                ));
+            }
+            let peers: Vec<(NodeId, String)> = parts
+                .members
+                .iter()
+                .filter(|(id, _)| **id != parts.id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect();
+            let (mut exists, mut silent) = (false, Vec::new());
+            for (id, addr) in &peers {
+                match super::raft_rpc::peer_initialized(addr, parts.peer_auth.as_ref()).await {
+                    Ok(true) => exists = true,
+                    Ok(false) => {}
+                    Err(e) => silent.push(format!("node {id} at {addr}: {e}")),
+                }
+            }
+            drop(parts);
+            if exists {
+                tracing::warn!(
+                    "a peer belongs to a cluster already: this node waits to be contacted by its leader instead of creating one"
+                );
+                return Ok(ClusterStart::Exists);
+            }
+            if silent.is_empty() {
+                return match self.initialize().await {
+                    Ok(()) => Ok(ClusterStart::Created),
+                    Err(OpError::AlreadyInitialized) => Ok(ClusterStart::Member),
+                    Err(e) => Err(e),
+                };
+            }
+            if !waiting_logged {
+                tracing::warn!(peers = ?silent, "waiting for every peer to answer before creating the cluster");
+                waiting_logged = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Waits until the cluster has a leader, and returns its id.

@@ -28,7 +28,9 @@ pub mod status;
 use std::path::PathBuf;
 
 pub use builder::{Endpoints, Listen, NodeBuilder, PolicyChoice, SnapshotStoreSpec};
-pub use handle::{Guard, Member, Members, NodeHandle, Op, OpError, Scope, Swapped, Written};
+pub use handle::{
+    ClusterStart, Guard, Member, Members, NodeHandle, Op, OpError, Scope, Swapped, Written,
+};
 pub use status::{FollowerProgress, PolicyStatus, SnapshotInfo, SnapshotSummary, Status};
 
 use crate::config::NodeConfig;

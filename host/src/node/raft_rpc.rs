@@ -544,6 +544,45 @@ impl LeaderSource {
     }
 }
 
+/// Asks the node at `addr` whether it belongs to a cluster
+/// (`GET /raft/initialized`, signed with `auth`).
+///
+/// # Errors
+/// If it does not answer, or answers with an error.
+pub(super) async fn peer_initialized(addr: &str, auth: Option<&PeerAuth>) -> Result<bool, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("a plain HTTP client builds");
+    let path = "/raft/initialized";
+    let resp = signed(
+        client.get(format!("http://{addr}{path}")),
+        auth,
+        "GET",
+        path,
+    )
+    .send()
+    .await
+    .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let reply: Initialized = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(reply.initialized)
+}
+
+/// The answer of `GET /raft/initialized`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Initialized {
+    /// Whether the node belongs to a cluster.
+    pub initialized: bool,
+}
+
 /// `POST /raft/catchup`: the delta layers `from..` of a manifest, merged.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct CatchUpRequest {
@@ -587,6 +626,7 @@ pub(super) fn routes(node: super::NodeHandle, auth: Option<PeerAuth>) -> axum::R
         .route("/raft/snapshot", post(server::snapshot))
         .route("/raft/segment/{name}", get(server::segment))
         .route("/raft/catchup", post(server::catch_up))
+        .route("/raft/initialized", get(server::initialized))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .layer(axum::middleware::map_response(server::too_large))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -713,6 +753,15 @@ mod server {
                 reply(&p.raft.install_snapshot(req).await)
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    /// Whether this node belongs to a cluster (asked by a node about to
+    /// create one).
+    pub(super) async fn initialized(State(node): Node) -> Response {
+        match node.is_initialized().await {
+            Ok(initialized) => Json(super::Initialized { initialized }).into_response(),
+            Err(_) => gone(),
         }
     }
 

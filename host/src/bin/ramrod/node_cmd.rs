@@ -49,8 +49,22 @@ pub fn serve(config: PathBuf, listen_fd: Option<i32>) -> Result<ExitCode> {
                 node.id()
             );
         } else if smallest && !node.is_initialized().await? {
-            node.initialize().await?;
-            println!("initialized a cluster of {} nodes", 1 + cfg.peers.len());
+            // Only if no peer belongs to a cluster already (a wiped node
+            // rejoins its own); in the background, so signals still work.
+            let creator = node.handle();
+            let n = 1 + cfg.peers.len();
+            tokio::spawn(async move {
+                match creator.create_cluster_unless_it_exists().await {
+                    Ok(ramrod::ClusterStart::Created) => {
+                        println!("initialized a cluster of {n} nodes")
+                    }
+                    Ok(ramrod::ClusterStart::Exists) => println!(
+                        "the cluster exists already: this node waits to be contacted by its leader"
+                    ),
+                    Ok(ramrod::ClusterStart::Member) => {}
+                    Err(e) => eprintln!("error: creating the cluster: {e}"),
+                }
+            });
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // A node whose Raft core stopped on a fatal error (a storage
