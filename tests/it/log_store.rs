@@ -538,3 +538,40 @@ fn overlapping_append_replaces_the_tail() {
         assert_eq!(store.last_log_id().unwrap().index, 6);
     });
 }
+
+/// A flipped byte in any table name inside the index is an error naming
+/// the index file, never a panic (redb panics on some such damage).
+#[test]
+fn a_damaged_index_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    write_marked(dir.path());
+    let file = dir.path().join(ramrod::internals::log_store::LOG_FILE);
+    let clean = std::fs::read(&file).unwrap();
+    let mut cases = 0;
+    for name in [
+        &b"ramrod_log_index"[..],
+        b"ramrod_log_segments",
+        b"ramrod_log_meta",
+    ] {
+        let mut at = 0;
+        while let Some(p) = clean[at..].windows(name.len()).position(|w| w == name) {
+            let pos = at + p + name.len() / 2;
+            let mut bytes = clean.clone();
+            bytes[pos] ^= 0x20;
+            std::fs::write(&file, &bytes).unwrap();
+            match LogStore::open(dir.path(), Durability::Durable) {
+                Err(e) => assert!(e.to_string().contains("raft-log.redb"), "{e}"),
+                // redb may keep a second copy of what was damaged.
+                Ok(store) => drop(store),
+            }
+            cases += 1;
+            at = pos + 1;
+        }
+    }
+    assert!(
+        cases >= 3,
+        "the table names were not found in the index file"
+    );
+    std::fs::write(&file, &clean).unwrap();
+    LogStore::open(dir.path(), Durability::Durable).expect("the undamaged index opens");
+}

@@ -34,6 +34,28 @@ impl LogStore {
     /// `Foreign`, `Corrupt` or `Segment` (each naming the file) if the store
     /// is not a healthy ramrod log store; `Options` for options out of range.
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<Self, LogStoreError> {
+        // redb can panic on some damage (a flipped byte in a table's name):
+        // a damaged index is an error to report, not a crash.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_inner(dir, options)
+        }))
+        .unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(LogStoreError::Open {
+                path: dir.join(LOG_FILE),
+                reason: format!(
+                    "the index is damaged (reading it failed: {msg}); move it aside and \
+                         let the node recover from the cluster"
+                ),
+            })
+        })
+    }
+
+    fn open_inner(dir: &Path, options: LogOptions) -> Result<Self, LogStoreError> {
         if !(64 << 10..=1 << 30).contains(&options.segment_bytes) {
             return Err(LogStoreError::Options(format!(
                 "segment-bytes = {} is outside 64 KiB..=1 GiB",
