@@ -8,7 +8,9 @@
 //! the chosen node fails: [`arm`] in-process, or `RAMROD_FAILPOINTS=NAME`
 //! (every directory) in a child process's environment.
 //!
-//! The names: `log.sync` (the log store's `fdatasync` of appended entries).
+//! The names: `log.sync` (the log store's `fdatasync` of appended entries),
+//! `log.index-commit` (its redb commit of the batch index, vote and purge
+//! point, which follows the appends' callbacks).
 
 use std::path::Path;
 

@@ -575,3 +575,60 @@ fn a_damaged_index_is_an_error_not_a_panic() {
     std::fs::write(&file, &clean).unwrap();
     LogStore::open(dir.path(), Durability::Durable).expect("the undamaged index opens");
 }
+
+/// Storage that fails (failpoints at the `fdatasync` of appends and at the
+/// index commit): the store reports the failure and stops writing (every
+/// later write fails too, rather than some silently not being durable);
+/// reopened on a disk that works, every append it acknowledged is there.
+#[test]
+fn a_failing_disk_loses_no_acknowledged_append() {
+    use ramrod::failpoint;
+    let rt = rt();
+    for point in ["log.sync", "log.index-commit"] {
+        let dir = tempfile::tempdir().unwrap();
+        let acked = rt.block_on(async {
+            let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+            let mut acked = 0;
+            for start in (1..400).step_by(10) {
+                if start == 201 {
+                    failpoint::arm(point, dir.path());
+                }
+                match store.blocking_append(entries(1, start..start + 10)).await {
+                    Ok(()) => acked = start + 9,
+                    Err(e) => {
+                        assert!(start >= 201, "{point}: failed before it was armed: {e}");
+                        assert!(e.to_string().contains(point), "{point}: {e}");
+                        break;
+                    }
+                }
+            }
+            assert!(acked >= 200, "{point}");
+            // Stopped: nothing more is accepted.
+            let again = store
+                .blocking_append(entries(1, acked + 1..acked + 2))
+                .await;
+            assert!(
+                again.is_err(),
+                "{point}: a write after the failure succeeded"
+            );
+            acked
+        });
+        failpoint::disarm(point, dir.path());
+        let store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        let (_, last) = check_contiguous(&store);
+        assert!(
+            last >= acked,
+            "{point}: acknowledged {acked}, the log ends at {last}"
+        );
+        drop(store);
+        // And it goes on.
+        rt.block_on(async {
+            let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+            let (_, last) = check_contiguous(&store);
+            store
+                .blocking_append(entries(1, last + 1..last + 11))
+                .await
+                .unwrap();
+        });
+    }
+}

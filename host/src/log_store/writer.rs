@@ -382,6 +382,10 @@ impl Writer {
             Durability::None
         })
         .map_err(|e| err("setting durability")(e.into()))?;
+        crate::failpoint::check("log.index-commit", self.files.dir()).map_err(WriteError::io(
+            "committing the index of",
+            self.files.dir().to_path_buf(),
+        ))?;
         txn.commit().map_err(|e| err("commit")(e.into()))?;
         if durable {
             self.since_durable = 0;
