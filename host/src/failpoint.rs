@@ -10,7 +10,8 @@
 //!
 //! The names: `log.sync` (the log store's `fdatasync` of appended entries),
 //! `log.index-commit` (its redb commit of the batch index, vote and purge
-//! point, which follows the appends' callbacks).
+//! point, which follows the appends' callbacks), `snapshot.put-segment` and
+//! `snapshot.put-manifest` (a directory store's writes).
 
 use std::path::Path;
 

@@ -416,3 +416,55 @@ fn a_wiped_first_node_rejoins_its_cluster_instead_of_creating_one() {
         }
     });
 }
+
+/// A snapshot store that fails its writes (failpoints at a segment's and at
+/// a manifest's write): the build fails and is counted, nothing half-made
+/// is used, the node goes on; once the store works, the next build has
+/// every change, and a restart restores it.
+#[test]
+fn a_failing_snapshot_store_fails_builds_and_nothing_else() {
+    use ramrod::failpoint;
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node");
+        let start = || {
+            Node::builder(1, &data)
+                .listen(ramrod::Listen::Nowhere)
+                .start()
+        };
+        let node = start().await.unwrap();
+        node.initialize().await.unwrap();
+        node.put("a", b"1".to_vec()).await.unwrap();
+        let first = node.snapshot_now(None).await.unwrap();
+        for (i, point) in ["snapshot.put-segment", "snapshot.put-manifest"]
+            .into_iter()
+            .enumerate()
+        {
+            node.put(format!("k{i}"), b"v".to_vec()).await.unwrap();
+            failpoint::arm(point, &data);
+            let e = node.snapshot_now(None).await.unwrap_err();
+            assert!(e.to_string().contains(point), "{point}: {e}");
+            failpoint::disarm(point, &data);
+            let stats = node.internals().controller.shared().stats();
+            assert_eq!(stats.build_failures, i as u64 + 1, "{point}");
+            assert_eq!(
+                node.internals().sm.current_manifest().unwrap().id,
+                first.id,
+                "{point}: a failed build replaced the snapshot"
+            );
+            // The node still takes writes.
+            node.put(format!("after{i}"), b"v".to_vec()).await.unwrap();
+        }
+        let last = node.snapshot_now(None).await.unwrap();
+        node.shutdown().await;
+        let node = start().await.unwrap();
+        assert_eq!(
+            node.internals().recovery.snapshot.as_deref(),
+            Some(last.id.as_str())
+        );
+        for key in ["a", "k0", "k1", "after0", "after1"] {
+            assert!(node.get_local(key.as_bytes()).unwrap().is_some(), "{key}");
+        }
+        node.shutdown().await;
+    });
+}

@@ -134,6 +134,8 @@ impl SnapshotStore for DirStore {
         let (this, name) = (self.clone(), name.to_string());
         blocking(move || {
             let dest = this.segment_path(&name);
+            crate::failpoint::check("snapshot.put-segment", &dest)
+                .map_err(|e| this.err(&name, e))?;
             if dest.exists() {
                 // Reused: make it young again, so that a collection in
                 // another process (which spares young segments) keeps it
@@ -194,6 +196,8 @@ impl SnapshotStore for DirStore {
         let (this, name) = (self.clone(), name.to_string());
         blocking(move || {
             let dest = this.manifest_path(&name);
+            crate::failpoint::check("snapshot.put-manifest", &dest)
+                .map_err(|e| this.err(&name, e))?;
             let tmp = Self::write_temp(&dest, &bytes).map_err(|e| this.err(&name, e))?;
             // A hard link never replaces an existing file.
             let linked = std::fs::hard_link(&tmp, &dest);
