@@ -412,12 +412,17 @@ pub struct Parts {
     pub peer_auth: Option<super::peer_auth::PeerAuth>,
 }
 
+/// The cause of a Raft core's stop, unless it was asked to stop.
+fn fatal_cause(f: &openraft::error::Fatal<NodeId>) -> Option<String> {
+    (!matches!(f, openraft::error::Fatal::Stopped)).then(|| f.to_string())
+}
+
 impl Parts {
     /// Why the Raft core stopped on its own, if it did.
     pub fn fatal(&self) -> Option<String> {
         match &self.raft.metrics().borrow().running_state {
-            Err(f) if !matches!(f, openraft::error::Fatal::Stopped) => Some(f.to_string()),
-            _ => None,
+            Err(f) => fatal_cause(f),
+            Ok(()) => None,
         }
     }
 }
@@ -477,7 +482,7 @@ impl NodeHandle {
         let mut metrics = self.parts.upgrade()?.raft.metrics();
         loop {
             if let Err(f) = &metrics.borrow_and_update().running_state {
-                return (!matches!(f, openraft::error::Fatal::Stopped)).then(|| f.to_string());
+                return fatal_cause(f);
             }
             metrics.changed().await.ok()?;
         }

@@ -192,18 +192,22 @@ impl HttpNetwork {
     }
 }
 
-/// `builder` with the peer signature for `method` `path`, when this node
-/// has a cluster secret.
-fn signed(
+/// Sends the request `builder` makes, signed for its method and path when
+/// this node has a cluster secret: every request to a peer goes here.
+async fn send_signed(
+    client: &reqwest::Client,
     builder: reqwest::RequestBuilder,
     auth: Option<&PeerAuth>,
-    method: &str,
-    path: &str,
-) -> reqwest::RequestBuilder {
-    match auth {
-        Some(a) => builder.header(super::peer_auth::HEADER, a.sign(method, path)),
-        None => builder,
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = builder.build()?;
+    if let Some(auth) = auth {
+        let v = auth.sign(req.method().as_str(), req.url().path());
+        req.headers_mut().insert(
+            super::peer_auth::HEADER,
+            reqwest::header::HeaderValue::from_str(&v).expect("a signature is ASCII"),
+        );
     }
+    client.execute(req).await
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
@@ -259,18 +263,15 @@ impl HttpClient {
         E: std::error::Error + DeserializeOwned,
     {
         self.sent.add(self.target, body.len());
-        let resp = signed(
-            self.client.post(format!("{}{path}", self.base)),
-            self.auth.as_ref(),
-            "POST",
-            path,
-        )
-        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-        .timeout(timeout)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .timeout(timeout)
+            .body(body);
+        let resp = send_signed(&self.client, req, self.auth.as_ref())
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let status = resp.status();
         let body = resp
             .bytes()
@@ -508,19 +509,7 @@ impl LeaderSource {
         key: &str,
         make: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
-        let mut req = make(&self.client, addr)
-            .build()
-            .map_err(|e| self.error(key, e.to_string()))?;
-        if let Some(auth) = &self.auth {
-            let v = auth.sign(req.method().as_str(), req.url().path());
-            req.headers_mut().insert(
-                super::peer_auth::HEADER,
-                reqwest::header::HeaderValue::from_str(&v).expect("a signature is ASCII"),
-            );
-        }
-        let resp = self
-            .client
-            .execute(req)
+        let resp = send_signed(&self.client, make(&self.client, addr), self.auth.as_ref())
             .await
             .map_err(|e| self.error(key, e.to_string()))?;
         let status = resp.status();
@@ -555,15 +544,9 @@ pub(super) async fn peer_initialized(addr: &str, auth: Option<&PeerAuth>) -> Res
         .build()
         .expect("a plain HTTP client builds");
     let path = "/raft/initialized";
-    let resp = signed(
-        client.get(format!("http://{addr}{path}")),
-        auth,
-        "GET",
-        path,
-    )
-    .send()
-    .await
-    .map_err(|e| e.to_string())?;
+    let resp = send_signed(&client, client.get(format!("http://{addr}{path}")), auth)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
@@ -689,10 +672,7 @@ mod server {
 
     /// A body over the limit: a JSON answer naming the limit.
     pub(super) async fn too_large(resp: Response) -> Response {
-        if resp.status() != StatusCode::PAYLOAD_TOO_LARGE
-            || resp.headers().get(header::CONTENT_TYPE)
-                == Some(&header::HeaderValue::from_static("application/json"))
-        {
+        if !crate::node::http::is_plain_too_large(&resp) {
             return resp;
         }
         error(

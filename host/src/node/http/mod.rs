@@ -127,10 +127,7 @@ async fn authenticate(
 async fn too_large(State(max_policy): State<usize>, req: Request, next: Next) -> Response {
     let policy = req.uri().path() == "/admin/policy";
     let resp = next.run(req).await;
-    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE
-        || resp.headers().get(header::CONTENT_TYPE)
-            == Some(&header::HeaderValue::from_static("application/json"))
-    {
+    if !is_plain_too_large(&resp) {
         return resp;
     }
     let msg = if policy {
@@ -145,6 +142,14 @@ async fn too_large(State(max_policy): State<usize>, req: Request, next: Next) ->
         )
     };
     (StatusCode::PAYLOAD_TOO_LARGE, Json(ErrorBody::new(msg))).into_response()
+}
+
+/// Whether `resp` is the body-limit extractor's own 413 (plain text), not
+/// one of ours (JSON), which already names its limit.
+pub(super) fn is_plain_too_large(resp: &Response) -> bool {
+    resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && resp.headers().get(header::CONTENT_TYPE)
+            != Some(&header::HeaderValue::from_static("application/json"))
 }
 
 /// A 400 with `msg`.
