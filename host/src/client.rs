@@ -15,6 +15,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
@@ -163,6 +164,10 @@ pub struct Client {
     base: Url,
     unix: Option<PathBuf>,
     token: Option<String>,
+    /// The CA certificates HTTPS servers are checked against (the
+    /// cluster's); `None`: the system's roots.
+    ca: Option<Arc<[reqwest::Certificate]>>,
+    timeout: Duration,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,8 +181,12 @@ const STREAM_SILENCE: Duration = Duration::from_secs(60);
 fn http_client(
     unix: Option<&Path>,
     timeout: Option<Duration>,
+    ca: Option<&[reqwest::Certificate]>,
 ) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    if let Some(ca) = ca {
+        b = b.tls_certs_only(ca.iter().cloned());
+    }
     b = match timeout {
         Some(t) => b.timeout(t),
         None => b.read_timeout(STREAM_SILENCE),
@@ -197,8 +206,10 @@ struct Call<'a> {
 }
 
 impl Client {
-    /// A client of the node at `addr` (`http://host:port`, or `host:port`),
-    /// with a 30 s timeout per request.
+    /// A client of the node at `addr` (`http://host:port`,
+    /// `https://host:port`, or `host:port`), with a 30 s timeout per
+    /// request. For a cluster with its own CA (`[tls]`), add
+    /// [`with_ca_pem`](Self::with_ca_pem).
     ///
     /// # Errors
     /// [`ClientError::Address`] if `addr` is not such an address.
@@ -213,8 +224,13 @@ impl Client {
             reason,
         };
         let base = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
-        if base.scheme() != "http" || base.host().is_none() || base.cannot_be_a_base() {
-            return Err(bad("only http://host:port is supported".into()));
+        if !matches!(base.scheme(), "http" | "https")
+            || base.host().is_none()
+            || base.cannot_be_a_base()
+        {
+            return Err(bad(
+                "only http://host:port and https://host:port are supported".into(),
+            ));
         }
         if base.path() != "/" || base.query().is_some() {
             return Err(bad("a node address has no path or query".into()));
@@ -238,14 +254,54 @@ impl Client {
     }
 
     fn build(base: Url, unix: Option<PathBuf>) -> Result<Client, reqwest::Error> {
-        Ok(Client {
-            http: http_client(unix.as_deref(), Some(DEFAULT_TIMEOUT))?,
-            tcp: http_client(None, Some(DEFAULT_TIMEOUT))?,
-            streams: http_client(unix.as_deref(), None)?,
+        let mut c = Client {
+            http: reqwest::Client::new(),
+            tcp: reqwest::Client::new(),
+            streams: reqwest::Client::new(),
             base,
             unix,
             token: None,
-        })
+            ca: None,
+            timeout: DEFAULT_TIMEOUT,
+        };
+        c.rebuild()?;
+        Ok(c)
+    }
+
+    fn rebuild(&mut self) -> Result<(), reqwest::Error> {
+        let ca = self.ca.as_deref();
+        self.http = http_client(self.unix.as_deref(), Some(self.timeout), ca)?;
+        self.tcp = http_client(None, Some(self.timeout), ca)?;
+        self.streams = http_client(self.unix.as_deref(), None, ca)?;
+        Ok(())
+    }
+
+    /// Checks HTTPS servers against the CA certificates in `pem` (the
+    /// cluster CA of `[tls]`, `ca.pem` from `ramrod certs init`) instead of
+    /// the system's; leaders a unix-socket client is sent to are then
+    /// reached over HTTPS too.
+    ///
+    /// # Errors
+    /// [`ClientError::Address`] if `pem` holds no certificate.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Client, ClientError> {
+        let addr = self.base().to_string();
+        let bad = |reason: String| ClientError::Address {
+            addr: addr.clone(),
+            reason,
+        };
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| bad(format!("the CA certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Address {
+                addr: self.base().to_string(),
+                reason: "the CA file holds no PEM certificate".into(),
+            });
+        }
+        self.ca = Some(certs.into());
+        match self.rebuild() {
+            Ok(()) => Ok(self),
+            Err(e) => Err(bad(e.to_string())),
+        }
     }
 
     /// The admin API's bearer token.
@@ -256,12 +312,14 @@ impl Client {
 
     /// A timeout per request other than 30 s.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        let ca = self.ca.as_deref();
         if let (Ok(http), Ok(tcp)) = (
-            http_client(self.unix.as_deref(), Some(timeout)),
-            http_client(None, Some(timeout)),
+            http_client(self.unix.as_deref(), Some(timeout), ca),
+            http_client(None, Some(timeout), ca),
         ) {
             self.http = http;
             self.tcp = tcp;
+            self.timeout = timeout;
         }
         self
     }
@@ -765,9 +823,14 @@ impl Client {
             if status == StatusCode::MISDIRECTED_REQUEST {
                 let (leader, leader_addr) =
                     err.map_or((None, None), |e| (e.leader_id, e.leader_addr));
+                let scheme = if self.ca.is_some() || self.base.scheme() == "https" {
+                    "https"
+                } else {
+                    "http"
+                };
                 let next = leader_addr
                     .as_deref()
-                    .and_then(|a| Url::parse(&format!("http://{a}")).ok())
+                    .and_then(|a| Url::parse(&format!("{scheme}://{a}")).ok())
                     .filter(|u| *u != base);
                 match next {
                     Some(next) if hop < MAX_HOPS => {
@@ -970,8 +1033,9 @@ mod tests {
         assert_eq!(key_path("vm/a.b/..c").unwrap(), ["kv", "vm", "a.b", "..c"]);
         assert!(Client::new("http://127.0.0.1:7001").is_ok());
         assert!(Client::new("127.0.0.1:7001").is_ok());
+        assert!(Client::new("https://127.0.0.1:7001").is_ok());
         for bad in [
-            "https://h:1",
+            "ftp://h:1",
             "http://h:1/prefix",
             "unix:///tmp/s",
             "http://h:1/?a=b",

@@ -15,6 +15,11 @@
 //! # listen-unix = "ramrod.sock"  # the client and admin API on a unix socket too (mode 0600)
 //! # join = true                  # a new node: joins a running cluster, never creates one
 //!
+//! # [tls]                   # HTTPS for clients and peers, mutual TLS between nodes
+//! # ca-file = "ca.pem"      # `ramrod certs init` makes the cluster CA
+//! # cert-file = "node-1.pem"  # `ramrod certs node --id 1` makes these two
+//! # key-file = "node-1.key"
+//!
 //! [watch]
 //! history-events = 100000   # changes kept for watchers that start from an earlier revision
 //!
@@ -247,6 +252,25 @@ pub struct NodeConfig {
     /// A file holding the cluster secret instead (its first line).
     #[serde(default)]
     pub cluster_secret_file: Option<PathBuf>,
+    /// TLS for the listener and for requests to peers (mutual, under the
+    /// cluster CA). With it, a multi-node cluster needs no cluster secret;
+    /// with both, peers are checked both ways.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `[tls]` section: the files of a node's TLS setup (PEM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// The cluster CA's certificate: peers must present a certificate it
+    /// signed, and peers' and clients' servers are checked against it.
+    pub ca_file: PathBuf,
+    /// This node's certificate (`ramrod certs node`): it names the node
+    /// (`node-ID.ramrod`) and the hosts it is reached by.
+    pub cert_file: PathBuf,
+    /// This node's private key.
+    pub key_file: PathBuf,
 }
 
 /// The `[watch]` section: how much history a node keeps for watchers and
@@ -313,6 +337,7 @@ impl NodeConfig {
             watch: WatchConfig::default(),
             cluster_secret: None,
             cluster_secret_file: None,
+            tls: None,
         }
     }
 
@@ -386,6 +411,11 @@ impl NodeConfig {
         }
         if let Some(u) = cfg.listen_unix.as_mut() {
             rebase(u);
+        }
+        if let Some(t) = cfg.tls.as_mut() {
+            rebase(&mut t.ca_file);
+            rebase(&mut t.cert_file);
+            rebase(&mut t.key_file);
         }
         cfg.validate().map_err(|reason| ConfigError::Invalid {
             path: path.to_path_buf(),

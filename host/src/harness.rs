@@ -128,7 +128,7 @@ pub struct ClusterSpec {
     /// The admin token every node gets.
     pub token: String,
     /// The cluster secret every node gets (default: a new random one per
-    /// cluster).
+    /// cluster; none with [`tls`](Self::tls)).
     pub cluster_secret: String,
     /// TOML appended to every node's config (after `[[peers]]`; tables
     /// only, such as `[policy]` or `[snapshots]`).
@@ -139,6 +139,10 @@ pub struct ClusterSpec {
     pub rust_log: String,
     /// Write each node's output to `DIR/node-{id}.log` (else discard it).
     pub log_files: bool,
+    /// TLS: a cluster CA and node certificates in `DIR/certs` (made by
+    /// [`ProcessCluster::new`]), `[tls]` in every config; URLs are
+    /// `https://`, clients trust the CA.
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -151,6 +155,7 @@ impl Default for ClusterSpec {
             raft_ms: (50, 300, 600),
             rust_log: "off".into(),
             log_files: false,
+            tls: false,
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct ProcessCluster {
     exe: PathBuf,
     dir: PathBuf,
     spec: ClusterSpec,
+    /// The cluster CA's certificate (PEM), with TLS.
+    ca: Option<String>,
     sockets: Vec<std::sync::Mutex<HeldSocket>>,
     /// Behind a lock so that `&self` queries can reap a process that exited
     /// by itself (and park its socket, so clients fail at once).
@@ -181,17 +188,44 @@ impl ProcessCluster {
         let addrs: Vec<SocketAddr> = sockets.iter().map(HeldSocket::addr).collect();
         let sockets = sockets.into_iter().map(std::sync::Mutex::new).collect();
         let (hb, emin, emax) = spec.raft_ms;
+        let ca = if spec.tls {
+            let certs = dir.join("certs");
+            std::fs::create_dir_all(&certs)?;
+            let ca = crate::node::tls::make_ca("process-cluster", 30).map_err(io::Error::other)?;
+            std::fs::write(certs.join("ca.pem"), &ca.cert)?;
+            for id in 1..=spec.nodes {
+                let node = crate::node::tls::make_node_cert(&ca, id, &["127.0.0.1".into()], 30)
+                    .map_err(io::Error::other)?;
+                std::fs::write(certs.join(format!("node-{id}.pem")), &node.cert)?;
+                let key = certs.join(format!("node-{id}.key"));
+                // A cluster made again in the same directory: new keys.
+                let _ = std::fs::remove_file(&key);
+                crate::node::tls::write_new(&key, &node.key, 0o600)?;
+            }
+            Some(ca.cert)
+        } else {
+            None
+        };
         for id in 1..=spec.nodes {
             let mut t = format!(
-                "id = {id}\nlisten = \"{}\"\ndata-dir = \"node-{id}\"\ntoken = \"{}\"\n\
-                 cluster-secret = \"{}\"\n\n",
+                "id = {id}\nlisten = \"{}\"\ndata-dir = \"node-{id}\"\ntoken = \"{}\"\n",
                 addrs[id as usize - 1],
                 spec.token,
-                spec.cluster_secret
             );
+            // With TLS, certificates alone authenticate peers.
+            if ca.is_none() {
+                t += &format!("cluster-secret = \"{}\"\n", spec.cluster_secret);
+            }
+            t += "\n";
             t += &format!(
                 "[raft]\nheartbeat-ms = {hb}\nelection-min-ms = {emin}\nelection-max-ms = {emax}\n\n"
             );
+            if ca.is_some() {
+                t += &format!(
+                    "[tls]\nca-file = \"certs/ca.pem\"\ncert-file = \"certs/node-{id}.pem\"\n\
+                     key-file = \"certs/node-{id}.key\"\n\n"
+                );
+            }
             for p in (1..=spec.nodes).filter(|&p| p != id) {
                 t += &format!(
                     "[[peers]]\nid = {p}\naddr = \"{}\"\n\n",
@@ -204,6 +238,7 @@ impl ProcessCluster {
         Ok(ProcessCluster {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
+            ca,
             spec,
             sockets,
             children: std::sync::Mutex::new(BTreeMap::new()),
@@ -353,16 +388,30 @@ impl ProcessCluster {
         self.socket(id).addr()
     }
 
-    /// Node `id`'s base URL.
+    /// Node `id`'s base URL (`https://` with TLS).
     pub fn url(&self, id: NodeId) -> String {
-        format!("http://{}", self.addr(id))
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr(id))
     }
 
-    /// A client of node `id` with the admin token and a 5 s timeout.
+    /// The cluster CA's certificate file, with TLS.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca
+            .as_ref()
+            .map(|_| self.dir.join("certs").join("ca.pem"))
+    }
+
+    /// A client of node `id` with the admin token and a 5 s timeout
+    /// (trusting the cluster CA, with TLS).
     pub fn client(&self, id: NodeId) -> Client {
-        Client::new(&self.url(id))
-            .expect("a loopback URL is an address")
-            .with_token(&self.spec.token)
+        let c = Client::new(&self.url(id)).expect("a loopback URL is an address");
+        let c = match &self.ca {
+            Some(ca) => c
+                .with_ca_pem(ca.as_bytes())
+                .expect("the CA made here parses"),
+            None => c,
+        };
+        c.with_token(&self.spec.token)
             .with_timeout(Duration::from_secs(5))
     }
 

@@ -85,7 +85,7 @@ pub use state_machine::{Event, EventKind, Filter, WatchError, WatchLimits, Watch
 
 // Configuration.
 pub use config::{
-    ConfigError, NodeConfig, Peer, PolicyConfig, RaftTiming, StoreConfig, WatchConfig,
+    ConfigError, NodeConfig, Peer, PolicyConfig, RaftTiming, StoreConfig, TlsConfig, WatchConfig,
 };
 
 // The policy runtime.

@@ -667,3 +667,79 @@ fn trace_record_then_simulate() {
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("line 1"), "{err}");
 }
+
+/// `ramrod certs init|node` make a CA and node certificates (keys 0600,
+/// nothing replaced); a node serves HTTPS with them, and `ramrod status`
+/// reaches it with `RAMROD_CA`, not without.
+#[test]
+fn certs_then_a_tls_node() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.display().to_string();
+    let o = ramrod(&["certs", "init", "--dir", &certs_arg, "--name", "test"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = ramrod(&["certs", "init", "--dir", &certs_arg]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("exists"), "{:?}", text(&o));
+    let o = ramrod(&["certs", "node", "--dir", &certs_arg, "--id", "1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("node-1.ramrod"), "{:?}", text(&o));
+    for key in ["ca.key", "node-1.key"] {
+        let mode = std::fs::metadata(certs.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let o = ramrod(&["certs", "node", "--dir", &certs_arg, "--id", "1"]);
+    assert!(text(&o).1.contains("exists"), "{:?}", text(&o));
+    let o = ramrod(&[
+        "certs", "node", "--dir", &certs_arg, "--id", "2", "--host", "bad host",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("host"),
+        "{:?}",
+        text(&o)
+    );
+    let empty = dir.path().join("empty");
+    let o = ramrod(&[
+        "certs",
+        "node",
+        "--dir",
+        &empty.display().to_string(),
+        "--id",
+        "2",
+    ]);
+    assert!(text(&o).1.contains("certs init"), "{:?}", text(&o));
+
+    let extra = format!(
+        "\n[tls]\nca-file = \"{0}/ca.pem\"\ncert-file = \"{0}/node-1.pem\"\nkey-file = \"{0}/node-1.key\"\n",
+        certs.display()
+    );
+    let (_server, url) = serve_one(&dir, "tls-t0ken-123", &extra);
+    let https = url.replace("http://", "https://");
+    let ca = certs.join("ca.pem");
+    let status = |with_ca: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ramrod"));
+        c.args(["status", "--node", &https, "--token", "tls-t0ken-123"])
+            .env("RUST_LOG", "off");
+        if with_ca {
+            c.env("RAMROD_CA", &ca);
+        }
+        c.output().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !status(true).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never answered over HTTPS: {:?}",
+            text(&status(true))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let o = status(false);
+    assert!(!o.status.success(), "the system's roots do not know the CA");
+    let o = ramrod(&["status", "--node", &url, "--token", "tls-t0ken-123"]);
+    assert!(!o.status.success(), "plain HTTP to a TLS port");
+}

@@ -18,16 +18,23 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
-        Cluster::with_extra("")
+    /// Over mutual TLS (no cluster secret).
+    fn tls() -> Cluster {
+        Cluster::with_spec(ClusterSpec {
+            tls: true,
+            ..ClusterSpec::default()
+        })
     }
 
     fn with_extra(extra: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ClusterSpec {
+        Cluster::with_spec(ClusterSpec {
             extra_toml: extra.into(),
             ..ClusterSpec::default()
-        };
+        })
+    }
+
+    fn with_spec(spec: ClusterSpec) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
         let mut procs =
             ProcessCluster::new(env!("CARGO_BIN_EXE_ramrod").as_ref(), dir.path(), spec).unwrap();
         procs.start_all().unwrap();
@@ -91,10 +98,11 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Over mutual TLS: the nodes authenticate each other by certificate alone.
 #[test]
 fn acknowledged_writes_survive_kill9_of_a_follower_and_of_the_leader() {
     rt().block_on(async {
-        let mut c = Cluster::new();
+        let mut c = Cluster::tls();
         let first = c.leader().await;
         for i in 0..40 {
             c.put(&format!("vm/{i:03}"), &format!("spec {i}")).await;

@@ -13,4 +13,5 @@ mod simulate;
 mod snapshot;
 mod snapshot_store;
 mod support;
+mod tls;
 mod trust;

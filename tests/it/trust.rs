@@ -16,6 +16,31 @@ use ramrod::{DirStore, Node, NodeError, SnapshotStore, SnapshotStoreSpec, StoreE
 use crate::cluster::{leader, start_cluster_on};
 use crate::compaction::write_keys;
 
+/// What refused peer requests must not change: every node's state hash
+/// and Raft term.
+pub(crate) fn hashes_and_terms(nodes: &[Node]) -> Vec<(String, u64)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let i = n.internals();
+            (i.sm.state_hash(), i.raft.metrics().borrow().current_term)
+        })
+        .collect()
+}
+
+/// A segment of `node`'s current snapshot.
+pub(crate) fn a_segment_of(node: &Node) -> String {
+    node.internals()
+        .sm
+        .current_manifest()
+        .expect("a snapshot")
+        .segments()
+        .next()
+        .expect("a segment")
+        .name
+        .clone()
+}
+
 fn url(n: &Node, path: &str) -> String {
     format!("http://{}{path}", n.addr().unwrap())
 }
@@ -37,25 +62,8 @@ fn peer_requests_without_the_cluster_secret_are_refused_and_change_nothing() {
         })
         .await;
         lead.snapshot_now(None).await.unwrap();
-        let hashes = || {
-            nodes
-                .iter()
-                .map(|n| n.internals().sm.state_hash())
-                .collect::<Vec<_>>()
-        };
-        let before = hashes();
-        let term = |n: &Node| n.internals().raft.metrics().borrow().current_term;
-        let terms: Vec<u64> = nodes.iter().map(term).collect();
-        let segment = lead
-            .internals()
-            .sm
-            .current_manifest()
-            .unwrap()
-            .segments()
-            .next()
-            .unwrap()
-            .name
-            .clone();
+        let before = hashes_and_terms(&nodes);
+        let segment = a_segment_of(lead);
 
         let http = reqwest::Client::new();
         let wrong = PeerAuth::new("not the cluster's secret at all", leader_id);
@@ -132,9 +140,11 @@ fn peer_requests_without_the_cluster_secret_are_refused_and_change_nothing() {
 
         // Nothing changed: the same state everywhere, no term pushed up,
         // and the cluster still takes writes.
-        assert_eq!(hashes(), before);
-        let now: Vec<u64> = nodes.iter().map(term).collect();
-        assert_eq!(now, terms, "refused votes moved a term");
+        assert_eq!(
+            hashes_and_terms(&nodes),
+            before,
+            "refused requests changed a state or a term"
+        );
         write_keys(lead, "after/", 20, 4).await;
         for n in nodes {
             n.shutdown().await;

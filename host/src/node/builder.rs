@@ -178,6 +178,14 @@ impl NodeBuilder {
         self
     }
 
+    /// TLS for the listener and requests to peers: the cluster CA's
+    /// certificate, this node's certificate and its key (PEM files; see
+    /// [`TlsConfig`](crate::config::TlsConfig)).
+    pub fn tls(mut self, files: crate::config::TlsConfig) -> Self {
+        self.config.tls = Some(files);
+        self
+    }
+
     /// Where snapshots go (default: `DATA_DIR/snapshots`).
     pub fn snapshot_store(mut self, store: SnapshotStoreSpec) -> Self {
         self.store = Some(store);

@@ -976,8 +976,9 @@ impl NodeHandle {
         let parts = self.parts()?;
         if parts.peer_auth.is_none() {
             return Err(OpError::Invalid(
-                "this node has no `cluster-secret`: give every node the same one (and restart \
-                 this one with it) before adding members"
+                "this node has neither `cluster-secret` nor `[tls]`: give every node the same \
+                 secret or certificates of one CA (and restart this one with them) before \
+                 adding members"
                     .into(),
             ));
         }

@@ -24,6 +24,7 @@ pub mod raft_rpc;
 mod socket;
 mod start;
 pub mod status;
+pub mod tls;
 
 use std::path::PathBuf;
 

@@ -165,15 +165,11 @@ pub struct HttpNetwork {
 
 impl HttpNetwork {
     /// A network whose RPCs time out after `timeout` (snapshot installs
-    /// after openraft's `install_snapshot_timeout`).
-    ///
-    /// # Panics
-    /// If the HTTP client cannot be built (no TLS is configured, so it can).
+    /// after openraft's `install_snapshot_timeout`), over TLS when `auth`
+    /// has it.
     pub fn new(timeout: Duration, auth: Option<PeerAuth>) -> Self {
         HttpNetwork {
-            client: reqwest::Client::builder()
-                .build()
-                .expect("a plain HTTP client builds"),
+            client: super::peer_auth::http_client(auth.as_ref(), None),
             timeout,
             in_flight: InFlight::default(),
             sent: SentBytes::default(),
@@ -218,7 +214,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             client: self.client.clone(),
             target,
             node: node.clone(),
-            base: format!("http://{}", node.addr),
+            base: super::peer_auth::url(self.auth.as_ref(), &node.addr, ""),
             timeout: self.timeout,
             in_flight: self.in_flight.clone(),
             sent: self.sent.clone(),
@@ -362,9 +358,6 @@ pub type LeaderHint = Arc<std::sync::Mutex<Option<String>>>;
 
 impl LeaderSource {
     /// A source that follows `metrics` to find the leader.
-    ///
-    /// # Panics
-    /// If the HTTP client cannot be built (no TLS is configured, so it can).
     pub fn new(
         metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
         timeout: Duration,
@@ -372,10 +365,7 @@ impl LeaderSource {
         auth: Option<PeerAuth>,
     ) -> Self {
         LeaderSource {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .expect("a plain HTTP client builds"),
+            client: super::peer_auth::http_client(auth.as_ref(), Some(timeout)),
             metrics,
             hint,
             auth,
@@ -400,16 +390,17 @@ impl LeaderSource {
 impl crate::snapshot::SegmentSource for LeaderSource {
     fn describe_source(&self) -> String {
         match self.leader_addr() {
-            Some(a) => format!("leader at http://{a}"),
+            Some(a) => format!(
+                "leader at {}",
+                super::peer_auth::url(self.auth.as_ref(), &a, "")
+            ),
             None => "the leader (unknown)".into(),
         }
     }
 
     async fn fetch_segment(&self, name: &str) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
-        self.call(name, |c, addr| {
-            c.get(format!("http://{addr}/raft/segment/{name}"))
-        })
-        .await
+        self.call(name, |c, url| c.get(format!("{url}/raft/segment/{name}")))
+            .await
     }
 
     async fn fetch_blob(&self, name: &str) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
@@ -432,8 +423,8 @@ impl crate::snapshot::SegmentSource for LeaderSource {
         };
         for addr in others {
             match self
-                .call_at(&addr, name, |c, addr| {
-                    c.get(format!("http://{addr}/raft/segment/{name}"))
+                .call_at(&addr, name, |c, url| {
+                    c.get(format!("{url}/raft/segment/{name}"))
                 })
                 .await
             {
@@ -456,8 +447,8 @@ impl crate::snapshot::SegmentSource for LeaderSource {
             from: from as u64,
         });
         let body = match self
-            .call(&key, |c, addr| {
-                c.post(format!("http://{addr}/raft/catchup"))
+            .call(&key, |c, url| {
+                c.post(format!("{url}/raft/catchup"))
                     .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
                     .body(req.clone())
             })
@@ -488,7 +479,7 @@ impl LeaderSource {
         }
     }
 
-    /// Sends the request `make` builds for the leader's address; the body of
+    /// Sends the request `make` builds for the leader's base URL; the body of
     /// a successful answer, `NotFound` on 404, an error naming `key`
     /// otherwise.
     async fn call(
@@ -509,7 +500,8 @@ impl LeaderSource {
         key: &str,
         make: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, crate::snapshot::StoreError> {
-        let resp = send_signed(&self.client, make(&self.client, addr), self.auth.as_ref())
+        let url = super::peer_auth::url(self.auth.as_ref(), addr, "");
+        let resp = send_signed(&self.client, make(&self.client, &url), self.auth.as_ref())
             .await
             .map_err(|e| self.error(key, e.to_string()))?;
         let status = resp.status();
@@ -539,12 +531,9 @@ impl LeaderSource {
 /// # Errors
 /// If it does not answer, or answers with an error.
 pub(super) async fn peer_initialized(addr: &str, auth: Option<&PeerAuth>) -> Result<bool, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("a plain HTTP client builds");
-    let path = "/raft/initialized";
-    let resp = send_signed(&client, client.get(format!("http://{addr}{path}")), auth)
+    let client = super::peer_auth::http_client(auth, Some(Duration::from_secs(2)));
+    let url = super::peer_auth::url(auth, addr, "/raft/initialized");
+    let resp = send_signed(&client, client.get(url), auth)
         .await
         .map_err(|e| e.to_string())?;
     let status = resp.status();
@@ -624,13 +613,15 @@ mod server {
 
     use axum::Json;
     use axum::body::Bytes;
-    use axum::extract::{Path, Request, State};
+    use axum::extract::{ConnectInfo, Extension, Path, Request, State};
     use axum::http::{StatusCode, header};
     use axum::middleware::Next;
     use axum::response::{IntoResponse, Response};
     use serde::Serialize;
 
     use super::PeerAuth;
+    use crate::node::tls::PeerCert;
+    use crate::raft::NodeId;
 
     use super::{CONTENT_TYPE, CatchUpReply, CatchUpRequest, decode, encode};
     use crate::node::NodeHandle;
@@ -647,27 +638,59 @@ mod server {
         (status, Json(ErrorBody::new(msg))).into_response()
     }
 
-    /// Lets a peer request through only when it is signed with the cluster
-    /// secret (before its body is read).
+    /// The node a peer request was authenticated as.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Sender(pub NodeId);
+
+    /// Lets a peer request through only when its sender is authenticated
+    /// (the cluster secret, its TLS certificate, or both), before its body
+    /// is read; the handlers get the sender as [`Sender`].
     pub(super) async fn authenticate(
         State(auth): State<Arc<Option<PeerAuth>>>,
-        req: Request,
+        mut req: Request,
         next: Next,
     ) -> Response {
         let Some(auth) = auth.as_ref() else {
             return error(
                 StatusCode::UNAUTHORIZED,
-                "this node has no cluster secret: it accepts no requests from other nodes",
+                "this node has neither a cluster secret nor TLS: it accepts no requests \
+                 from other nodes",
             );
         };
         let header = req
             .headers()
             .get(crate::node::peer_auth::HEADER)
             .and_then(|v| v.to_str().ok());
-        match auth.verify(header, req.method().as_str(), req.uri().path()) {
-            Ok(_) => next.run(req).await,
-            Err(why) => error(StatusCode::UNAUTHORIZED, why),
+        let cert = req
+            .extensions()
+            .get::<ConnectInfo<PeerCert>>()
+            .and_then(|c| c.0.0.as_ref());
+        match auth.verify(header, req.method().as_str(), req.uri().path(), cert) {
+            Ok(id) => {
+                req.extensions_mut().insert(Sender(id));
+                next.run(req).await
+            }
+            Err(refused) => error(
+                StatusCode::from_u16(refused.status).unwrap_or(StatusCode::UNAUTHORIZED),
+                refused.reason,
+            ),
         }
+    }
+
+    /// A Raft RPC whose sender (the candidate or leader in its vote) is
+    /// not the node that sent it: refused, so one node's credentials
+    /// cannot speak for another.
+    fn not_sender(sender: Sender, claimed: Option<NodeId>) -> Option<Response> {
+        (claimed != Some(sender.0)).then(|| {
+            error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {} sent a Raft RPC as node {}",
+                    sender.0,
+                    claimed.map_or_else(|| "none".to_string(), |c| c.to_string())
+                ),
+            )
+        })
     }
 
     /// A body over the limit: a JSON answer naming the limit.
@@ -700,27 +723,52 @@ mod server {
         error(StatusCode::SERVICE_UNAVAILABLE, "the node has shut down")
     }
 
-    pub(super) async fn append(State(node): Node, body: Bytes) -> Response {
+    pub(super) async fn append(
+        State(node): Node,
+        Extension(sender): Extension<Sender>,
+        body: Bytes,
+    ) -> Response {
         let Ok(p) = node.parts() else { return gone() };
-        match decode(&body) {
-            Ok(req) => reply(&p.raft.append_entries(req).await),
+        match decode::<openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>>(&body) {
+            Ok(req) => {
+                if let Some(refused) = not_sender(sender, req.vote.leader_id().voted_for()) {
+                    return refused;
+                }
+                reply(&p.raft.append_entries(req).await)
+            }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
     }
 
-    pub(super) async fn vote(State(node): Node, body: Bytes) -> Response {
+    pub(super) async fn vote(
+        State(node): Node,
+        Extension(sender): Extension<Sender>,
+        body: Bytes,
+    ) -> Response {
         let Ok(p) = node.parts() else { return gone() };
-        match decode(&body) {
-            Ok(req) => reply(&p.raft.vote(req).await),
+        match decode::<openraft::raft::VoteRequest<NodeId>>(&body) {
+            Ok(req) => {
+                if let Some(refused) = not_sender(sender, req.vote.leader_id().voted_for()) {
+                    return refused;
+                }
+                reply(&p.raft.vote(req).await)
+            }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
     }
 
-    pub(super) async fn snapshot(State(node): Node, body: Bytes) -> Response {
+    pub(super) async fn snapshot(
+        State(node): Node,
+        Extension(from): Extension<Sender>,
+        body: Bytes,
+    ) -> Response {
         let Ok(p) = node.parts() else { return gone() };
         match decode::<openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig>>(&body) {
             Ok(req) => {
                 let sender = req.vote.leader_id().voted_for();
+                if let Some(refused) = not_sender(from, sender) {
+                    return refused;
+                }
                 if let Some(addr) = sender.and_then(|id| {
                     req.meta
                         .last_membership

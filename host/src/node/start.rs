@@ -45,15 +45,28 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     let secret = config
         .cluster_secret()
         .map_err(|reason| NodeError::Config { reason })?;
-    if secret.is_none() && config.multi_node() {
+    let tls = match &config.tls {
+        Some(files) => Some(
+            super::tls::NodeTls::load(files, config.id)
+                .map_err(|reason| NodeError::Config { reason })?,
+        ),
+        None => None,
+    };
+    if tls.is_some() && matches!(listen, Listen::Nowhere) {
+        return Err(NodeError::Config {
+            reason: "`tls` is for a node that listens".into(),
+        });
+    }
+    if secret.is_none() && tls.is_none() && config.multi_node() {
         return Err(NodeError::Config {
             reason: "a node of a multi-node cluster needs `cluster-secret` (or \
-                     `cluster-secret-file`), the same on every node: it signs every \
-                     request between nodes, and any local process can reach a loopback port"
+                     `cluster-secret-file`), the same on every node, or `[tls]`: every \
+                     request between nodes is authenticated, and any local process can \
+                     reach a loopback port"
                 .into(),
         });
     }
-    let peer_auth = secret.map(|s| super::peer_auth::PeerAuth::new(&s, config.id));
+    let peer_auth = super::peer_auth::PeerAuth::setup(secret.as_deref(), tls.clone(), config.id);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -212,8 +225,16 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         peer_auth,
     );
     let mut servers = Vec::new();
-    if let Some(listener) = listener {
-        servers.push(serve(listener, app.clone()));
+    match (listener, &tls) {
+        (Some(listener), Some(tls)) => {
+            let listener = tls.listener(listener).map_err(|source| NodeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+            servers.push(serve(listener, app.clone()));
+        }
+        (Some(listener), None) => servers.push(serve(listener, app.clone())),
+        (None, _) => {}
     }
     let mut socket = None;
     if let Some(bound) = unix {
@@ -246,8 +267,11 @@ fn serve<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    super::tls::PeerCert:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = app.into_make_service_with_connect_info::<super::tls::PeerCert>();
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;

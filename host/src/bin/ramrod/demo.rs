@@ -36,9 +36,13 @@ pub struct DemoArgs {
     /// Keep the data directory at the end.
     #[arg(long)]
     keep: bool,
+    /// Run the cluster over mutual TLS (a fresh cluster CA and node
+    /// certificates in DIR/certs) instead of the cluster secret.
+    #[arg(long)]
+    tls: bool,
 }
 
-fn spec() -> ClusterSpec {
+fn spec(tls: bool) -> ClusterSpec {
     ClusterSpec {
         nodes: NODES,
         token: TOKEN.into(),
@@ -52,6 +56,7 @@ fn spec() -> ClusterSpec {
         raft_ms: (100, 600, 1200),
         rust_log: "warn,ramrod::controller=info".into(),
         log_files: true,
+        tls,
         // A fresh secret for this demo's cluster.
         ..ClusterSpec::default()
     }
@@ -73,11 +78,15 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cluster = ProcessCluster::new(&std::env::current_exe()?, &dir, spec())
+    let mut cluster = ProcessCluster::new(&std::env::current_exe()?, &dir, spec(args.tls))
         .context("setting up the cluster")?;
     println!(
-        "ramrod demo: 3 nodes on loopback, data in {}",
-        dir.display()
+        "ramrod demo: 3 nodes on loopback, data in {}; peers authenticated by {}",
+        dir.display(),
+        match cluster.ca_file() {
+            Some(ca) => format!("mutual TLS (CA {})", ca.display()),
+            None => "a fresh cluster secret".to_string(),
+        }
     );
     for id in 1..=NODES {
         cluster

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod certs_cmd;
 mod demo;
 mod log_cmd;
 mod members_cmd;
@@ -38,6 +39,9 @@ enum Command {
     /// List, add and remove the cluster's members.
     #[command(subcommand)]
     Members(members_cmd::MembersCommand),
+    /// Make a cluster CA and node certificates, for `[tls]`.
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
     /// Record a node's workload, for `ramrod policy simulate`.
     #[command(subcommand)]
     Trace(trace_cmd::TraceCommand),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
         Command::Members(cmd) => members_cmd::run(cmd),
         Command::Trace(cmd) => trace_cmd::run(cmd),
+        Command::Certs(cmd) => certs_cmd::run(cmd),
         Command::Serve { config, listen_fd } => node_cmd::serve(config, listen_fd),
         Command::Status(t) => node_cmd::status(t.node, t.token, t.json),
     };

@@ -94,8 +94,9 @@ pub fn serve(config: PathBuf, listen_fd: Option<i32>) -> Result<ExitCode> {
 /// Which node an admin command talks to, and how.
 #[derive(Debug, clap::Args)]
 pub struct Target {
-    /// A node's URL (http://127.0.0.1:7001) or unix socket (unix:PATH); a
-    /// change is sent on to the leader.
+    /// A node's URL (http://127.0.0.1:7001, or https:// with RAMROD_CA set
+    /// to the cluster CA's file) or unix socket (unix:PATH); a change is
+    /// sent on to the leader.
     #[arg(long)]
     pub node: String,
     /// The admin bearer token (else RAMROD_TOKEN).
@@ -113,12 +114,21 @@ pub fn token_or_env(token: Option<String>) -> Result<String> {
         .context("no token: pass --token or set RAMROD_TOKEN")
 }
 
-/// A client of `node`: an `http://host:port` URL, or `unix:PATH` for a
-/// node's unix socket.
+/// A client of `node`: an `http://host:port` or `https://host:port` URL,
+/// or `unix:PATH` for a node's unix socket. `RAMROD_CA`, if set, names the
+/// cluster CA's certificate file that HTTPS nodes are checked against.
 pub fn node_client(node: &str) -> Result<Client> {
-    Ok(match node.strip_prefix("unix:") {
+    let client = match node.strip_prefix("unix:") {
         Some(path) => Client::unix(path)?,
         None => Client::new(node)?,
+    };
+    Ok(match std::env::var_os("RAMROD_CA") {
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("RAMROD_CA {}", std::path::Path::new(&path).display()))?;
+            client.with_ca_pem(&pem)?
+        }
+        None => client,
     })
 }
 
