@@ -14,6 +14,8 @@ package ramrod
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,8 +34,14 @@ import (
 // Config says where the cluster is and how to call it.
 type Config struct {
 	// Endpoints, tried in order: "unix:///run/ramrod/ramrod.sock" (or
-	// "unix:PATH"), "http://host:port" or "host:port".
+	// "unix:PATH"), "http://host:port", "https://host:port" or
+	// "host:port".
 	Endpoints []string
+	// TLS is for a cluster whose nodes serve HTTPS ([tls] in their
+	// configs): its RootCAs must hold the cluster CA ([CAConfig] loads
+	// one). With it, "host:port" endpoints and the leaders a 421 names are
+	// reached over HTTPS.
+	TLS *tls.Config
 	// Token is the admin API's bearer token (status, members).
 	Token string
 	// Timeout bounds each request (default 30 s); watches have none.
@@ -50,6 +59,8 @@ type Client struct {
 	cfg       Config
 	endpoints []*endpoint
 	tcp       *http.Client
+	// scheme is how leaders are reached: "https" with Config.TLS.
+	scheme    string
 	mu        sync.Mutex
 	preferred int
 }
@@ -76,9 +87,12 @@ func New(cfg Config) (*Client, error) {
 		cfg.Backoff = 50 * time.Millisecond
 	}
 	// No proxy from the environment: nodes are reached directly.
-	c := &Client{cfg: cfg, tcp: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: cfg.Timeout}}
+	c := &Client{cfg: cfg, scheme: "http", tcp: &http.Client{Transport: transport(cfg.TLS, nil), Timeout: cfg.Timeout}}
+	if cfg.TLS != nil {
+		c.scheme = "https"
+	}
 	for _, e := range cfg.Endpoints {
-		ep, err := parseEndpoint(e, cfg.Timeout)
+		ep, err := parseEndpoint(e, cfg.Timeout, cfg.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -87,7 +101,32 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func parseEndpoint(e string, timeout time.Duration) (*endpoint, error) {
+// CAConfig is a TLS configuration that trusts the CA certificates in the
+// PEM file caFile (a cluster's ca.pem, from `ramrod certs init`) and
+// nothing else.
+func CAConfig(caFile string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ramrod: the CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ramrod: the CA file %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// transport is an HTTP transport with tlsCfg (nil: Go's defaults) that
+// dials with dial (nil: TCP).
+func transport(tlsCfg *tls.Config, dial func(context.Context, string, string) (net.Conn, error)) *http.Transport {
+	t := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64}
+	if tlsCfg != nil {
+		t.TLSClientConfig = tlsCfg.Clone()
+	}
+	return t
+}
+
+func parseEndpoint(e string, timeout time.Duration, tlsCfg *tls.Config) (*endpoint, error) {
 	if path, ok := strings.CutPrefix(e, "unix:"); ok {
 		path = strings.TrimPrefix(path, "//")
 		if path == "" {
@@ -97,28 +136,30 @@ func parseEndpoint(e string, timeout time.Duration) (*endpoint, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}
-		t := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64}
 		return &endpoint{
 			name:   e,
 			base:   "http://ramrod",
-			http:   &http.Client{Transport: t, Timeout: timeout},
-			stream: &http.Client{Transport: &http.Transport{DialContext: dial}},
+			http:   &http.Client{Transport: transport(nil, dial), Timeout: timeout},
+			stream: &http.Client{Transport: transport(nil, dial)},
 		}, nil
 	}
 	base := e
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		if tlsCfg != nil {
+			base = "https://" + base
+		} else {
+			base = "http://" + base
+		}
 	}
 	u, err := url.Parse(base)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("ramrod: endpoint %q is not unix:PATH or http://host:port", e)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("ramrod: endpoint %q is not unix:PATH, http://host:port or https://host:port", e)
 	}
-	t := &http.Transport{MaxIdleConnsPerHost: 64}
 	return &endpoint{
 		name:   e,
-		base:   "http://" + u.Host,
-		http:   &http.Client{Transport: t, Timeout: timeout},
-		stream: &http.Client{Transport: &http.Transport{}},
+		base:   u.Scheme + "://" + u.Host,
+		http:   &http.Client{Transport: transport(tlsCfg, nil), Timeout: timeout},
+		stream: &http.Client{Transport: transport(tlsCfg, nil)},
 	}, nil
 }
 
@@ -286,10 +327,10 @@ func (c *Client) send(ctx context.Context, ep *endpoint, req request) (*http.Res
 		var eb errorBody
 		_ = json.Unmarshal(data, &eb)
 		if resp.StatusCode == http.StatusMisdirectedRequest {
-			if eb.LeaderAddr != nil && "http://"+*eb.LeaderAddr != base {
-				base, client = "http://"+*eb.LeaderAddr, c.tcp
+			if eb.LeaderAddr != nil && c.scheme+"://"+*eb.LeaderAddr != base {
+				base, client = c.scheme+"://"+*eb.LeaderAddr, c.tcp
 				if req.stream {
-					client = &http.Client{Transport: &http.Transport{}}
+					client = &http.Client{Transport: transport(c.cfg.TLS, nil)}
 				}
 				continue
 			}

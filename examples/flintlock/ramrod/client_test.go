@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -233,5 +234,50 @@ func TestRetriesGoToTheNextEndpointButNotBlindWrites(t *testing.T) {
 	}
 	if n := conns.Load(); n != 4 {
 		t.Fatalf("a read with no answer was sent %d times, not 3", n-1)
+	}
+}
+
+// A cluster with [tls]: the client reaches a follower over HTTPS with the
+// cluster CA and follows 421 to the leader over HTTPS; without the CA, or
+// over plain HTTP, it gets nowhere; a unix-socket client's writes are
+// sent on to the leader over HTTPS.
+func TestTLSCluster(t *testing.T) {
+	c := testcluster.StartTLS(t, 3, "")
+	ctx := t.Context()
+	leader := c.Leader(t)
+	follower := 1 + leader%3
+	tlsCfg, err := ramrod.CAConfig(c.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := ramrod.New(ramrod.Config{Endpoints: []string{c.Node(follower).Addr}, TLS: tlsCfg, Attempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tcp.Put(ctx, "vm/tls", []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv, err := tcp.Get(ctx, "vm/tls"); err != nil || string(kv.Value) != "one" || kv.ModRevision != w.Revision {
+		t.Fatalf("get over HTTPS: %+v %v", kv, err)
+	}
+	sock := c.Client(t, follower)
+	if _, err := sock.Put(ctx, "vm/tls-sock", []byte("two")); err != nil {
+		t.Fatalf("a write from a follower's socket, sent on over HTTPS: %v", err)
+	}
+	for name, cfg := range map[string]ramrod.Config{
+		"no CA":      {Endpoints: []string{"https://" + c.Node(follower).Addr}, Attempts: 1},
+		"plain HTTP": {Endpoints: []string{"http://" + c.Node(follower).Addr}, Attempts: 1},
+	} {
+		cl, err := ramrod.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Get(ctx, "vm/tls"); err == nil {
+			t.Fatalf("%s: a read succeeded", name)
+		}
+	}
+	if _, err := ramrod.CAConfig(filepath.Join(t.TempDir(), "none.pem")); err == nil {
+		t.Fatal("a missing CA file loaded")
 	}
 }

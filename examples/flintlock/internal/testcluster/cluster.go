@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,9 @@ type Cluster struct {
 	Nodes []*Node
 	// ExtraTOML is appended to every node's config (tables only).
 	ExtraTOML string
+	// tls: the nodes serve HTTPS and authenticate each other by
+	// certificates under a CA in dir/certs (no cluster secret).
+	tls bool
 }
 
 // Node is one member.
@@ -80,11 +84,40 @@ func Binary(t testing.TB) string {
 // killed when the test ends.
 func Start(t testing.TB, n int, extraTOML string) *Cluster {
 	t.Helper()
+	return start(t, n, extraTOML, false)
+}
+
+// StartTLS is [Start] with TLS: `ramrod certs` makes a cluster CA and a
+// certificate per node, the nodes serve HTTPS and authenticate each other
+// by certificate alone. [Cluster.CAFile] is the CA's certificate.
+func StartTLS(t testing.TB, n int, extraTOML string) *Cluster {
+	t.Helper()
+	return start(t, n, extraTOML, true)
+}
+
+// CAFile is the cluster CA's certificate (a TLS cluster's).
+func (c *Cluster) CAFile() string { return filepath.Join(c.dir, "certs", "ca.pem") }
+
+func (c *Cluster) certs(args ...string) {
+	out, err := exec.Command(c.bin, append([]string{"certs"}, args...)...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("ramrod certs %v: %v\n%s", args, err, out)
+	}
+}
+
+func start(t testing.TB, n int, extraTOML string, tls bool) *Cluster {
 	dir, err := os.MkdirTemp("", "rr")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, bin: Binary(t), dir: dir, ExtraTOML: extraTOML}
+	c := &Cluster{t: t, bin: Binary(t), dir: dir, ExtraTOML: extraTOML, tls: tls}
+	if tls {
+		certs := filepath.Join(dir, "certs")
+		c.certs("init", "--dir", certs)
+		for id := 1; id <= n; id++ {
+			c.certs("node", "--dir", certs, "--id", strconv.Itoa(id), "--host", "127.0.0.1")
+		}
+	}
 	for id := 1; id <= n; id++ {
 		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -116,8 +149,13 @@ func Start(t testing.TB, n int, extraTOML string) *Cluster {
 
 func (c *Cluster) writeConfig(n *Node) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "id = %d\nlisten = %q\ndata-dir = \"node-%d\"\ntoken = %q\nlisten-unix = %q\ncluster-secret = %q\n\n",
-		n.ID, n.Addr, n.ID, Token, n.Socket, ClusterSecret)
+	fmt.Fprintf(&b, "id = %d\nlisten = %q\ndata-dir = \"node-%d\"\ntoken = %q\nlisten-unix = %q\n",
+		n.ID, n.Addr, n.ID, Token, n.Socket)
+	if c.tls {
+		fmt.Fprintf(&b, "\n[tls]\nca-file = \"certs/ca.pem\"\ncert-file = \"certs/node-%d.pem\"\nkey-file = \"certs/node-%d.key\"\n\n", n.ID, n.ID)
+	} else {
+		fmt.Fprintf(&b, "cluster-secret = %q\n\n", ClusterSecret)
+	}
 	b.WriteString("[raft]\nheartbeat-ms = 50\nelection-min-ms = 300\nelection-max-ms = 600\n\n")
 	for _, p := range c.Nodes {
 		if p.ID != n.ID {
@@ -241,7 +279,16 @@ func (c *Cluster) Client(t testing.TB, ids ...int) *ramrod.Client {
 	for _, id := range ids {
 		eps = append(eps, "unix://"+c.Node(id).Socket)
 	}
-	cl, err := ramrod.New(ramrod.Config{Endpoints: eps, Token: Token, Timeout: 10 * time.Second})
+	cfg := ramrod.Config{Endpoints: eps, Token: Token, Timeout: 10 * time.Second}
+	if c.tls {
+		// Leaders a 421 names are reached over HTTPS.
+		tlsCfg, err := ramrod.CAConfig(c.CAFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.TLS = tlsCfg
+	}
+	cl, err := ramrod.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
