@@ -95,7 +95,7 @@ pub use policy::{
 };
 
 // The Raft log store.
-pub use log_store::{LogOptions, LogStats, LogStore, LogStoreError};
+pub use log_store::{IndexRebuild, LogOptions, LogStats, LogStore, LogStoreError};
 
 // Snapshots and their stores, and the suite every store must pass.
 pub use snapshot::testing::run_suite as snapshot_store_suite;

@@ -229,8 +229,28 @@ fn log_inspect_reports_the_store() {
         !o.status.success() && err.contains("no/such/dir does not exist"),
         "{err}"
     );
+    // A damaged index: rebuilt from the segments, and said so.
     std::fs::write(dir.path().join("raft-log.redb"), b"not a database").unwrap();
     let o = ramrod(&["log", "inspect", "--data-dir", &d]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("rebuilt it from the segments") && err.contains("raft-log.redb.damaged-"),
+        "{err}"
+    );
+    assert!(
+        out.contains("first index   4") && out.contains("entries       7"),
+        "{out}"
+    );
+    // Nothing to rebuild from: an error naming the file.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("raft-log.redb"), b"not a database").unwrap();
+    let o = ramrod(&[
+        "log",
+        "inspect",
+        "--data-dir",
+        &empty.path().display().to_string(),
+    ]);
     let (_, err) = text(&o);
     assert!(
         !o.status.success() && err.contains("raft-log.redb"),

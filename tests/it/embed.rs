@@ -175,7 +175,12 @@ fn a_raft_only_node_serves_no_client_or_admin_api() {
             .await
             .unwrap();
         assert_eq!(r.status(), 401, "the Raft endpoints are there");
-        assert!(r.text().await.unwrap().contains("no cluster secret"));
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("neither a cluster secret nor TLS")
+        );
         node.shutdown().await;
     });
 }

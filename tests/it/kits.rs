@@ -255,10 +255,17 @@ fn each_kits_entries_hot_swaps_into_a_cluster_under_writes() {
                 (name.as_str(), "rollout")
             );
         }
+        // The log is compacted by the last kit's decisions (the writes go on
+        // until it is: how many there were by now depends on the machine).
+        eventually(
+            Duration::from_secs(60),
+            "a purge by the kits' decisions",
+            || lead.internals().log.stats().first_index > 1,
+        )
+        .await;
         stop.store(true, Ordering::Relaxed);
         writes.await.unwrap();
-        // Every acknowledged write is on every node, and the log was
-        // compacted by the kits' decisions while they ran.
+        // Every acknowledged write is on every node.
         let written = acked.load(Ordering::Relaxed);
         assert!(written > 0);
         let last = applied(lead);
@@ -276,8 +283,6 @@ fn each_kits_entries_hot_swaps_into_a_cluster_under_writes() {
                 );
             }
         }
-        let first = lead.internals().log.stats().first_index;
-        assert!(first > 1, "the log was never purged (first index {first})");
         for n in nodes {
             n.shutdown().await;
         }

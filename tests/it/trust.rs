@@ -28,6 +28,18 @@ pub(crate) fn hashes_and_terms(nodes: &[Node]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Waits until `back` has applied everything `lead` has (writes stopped),
+/// then checks their states are the same.
+pub(crate) async fn caught_up(back: &Node, lead: &Node, limit: Duration) {
+    let applied = |n: &Node| n.internals().sm.last_applied().map_or(0, |l| l.index);
+    let target = applied(lead);
+    crate::compaction::eventually(limit, "the node caught up", || applied(back) >= target).await;
+    assert_eq!(
+        back.internals().sm.state_hash(),
+        lead.internals().sm.state_hash()
+    );
+}
+
 /// A segment of `node`'s current snapshot.
 pub(crate) fn a_segment_of(node: &Node) -> String {
     node.internals()
@@ -476,5 +488,51 @@ fn a_failing_snapshot_store_fails_builds_and_nothing_else() {
             assert!(node.get_local(key.as_bytes()).unwrap().is_some(), "{key}");
         }
         node.shutdown().await;
+    });
+}
+
+/// A follower whose log index is damaged while it is down starts again:
+/// the index is rebuilt from its segments (said in its recovery report),
+/// its log and vote are what they were, and it catches up.
+#[test]
+fn a_node_with_a_damaged_index_rebuilds_it_and_catches_up() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut nodes, ports) = start_cluster_on(dir.path()).await;
+        let leader_id = leader(&nodes).await;
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "k/", 200, 8).await;
+        let follower = nodes.iter().position(|n| n.id() != leader_id).unwrap();
+        let id = nodes[follower].id();
+        let had = nodes[follower].internals().log.last_log_id();
+        let vote = nodes[follower].internals().log.vote();
+        ramrod_tests::stop(&ports, nodes.remove(follower)).await;
+        let index = dir
+            .path()
+            .join(format!("node-{id}"))
+            .join(ramrod::internals::log_store::LOG_FILE);
+        let len = std::fs::metadata(&index).unwrap().len() as usize;
+        std::fs::write(&index, vec![0xa5; len]).unwrap();
+
+        let back = ramrod_tests::start(&ports, crate::cluster::config(id, &ports, dir.path()))
+            .await
+            .unwrap();
+        let rebuilt = back.internals().recovery.index_rebuilt.clone();
+        assert!(
+            rebuilt.as_deref().is_some_and(|r| r.contains(".damaged-")),
+            "{rebuilt:?}"
+        );
+        assert!(back.internals().log.last_log_id() >= had);
+        assert_eq!(
+            back.internals().log.vote().map(|v| v.leader_id),
+            vote.map(|v| v.leader_id)
+        );
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "after/", 50, 8).await;
+        caught_up(&back, lead, Duration::from_secs(30)).await;
+        nodes.push(back);
+        for n in nodes {
+            n.shutdown().await;
+        }
     });
 }

@@ -22,6 +22,31 @@ pub enum LogStoreError {
         /// What redb said.
         reason: String,
     },
+    /// Another process has the index open (a node already running on this
+    /// data directory).
+    #[error(
+        "log store at {}: another process has it open (is a node already running on this data \
+         directory?)",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    /// The index file cannot be read (an I/O error, not damage).
+    #[error("reading log store at {}: {source}", path.display())]
+    Unreadable {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The store is in a format this build does not read.
+    #[error("{} is a ramrod log store of another format: {reason}", path.display())]
+    OldFormat {
+        /// The database file.
+        path: PathBuf,
+        /// Which format.
+        reason: String,
+    },
     /// The file is a database, but not a ramrod log store.
     #[error("{} is not a ramrod log store: {reason}", path.display())]
     Foreign {

@@ -153,7 +153,7 @@ fn entry_bytes(row: &Row, from: u32, n: u32, read: &ReadRecord<'_>) -> Result<u6
         reason,
     };
     let raw = read(row.segment, row.offset, row.len)?;
-    let record = segment::parse(&raw).map_err(|e| bad(e.to_string()))?;
+    let record = segment::parse_entries(&raw).map_err(|e| bad(e.to_string()))?;
     let (from, n) = (from as usize, n as usize);
     if record.count() < from + n {
         return Err(bad(format!(

@@ -123,6 +123,17 @@ struct Shared {
     pending: Arc<Pending>,
     state: Mutex<State>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set when this open rebuilt a damaged index.
+    rebuilt: Mutex<Option<IndexRebuild>>,
+}
+
+/// A damaged index that opening the store rebuilt from the segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRebuild {
+    /// Where the damaged index file was moved (kept for a look).
+    pub damaged: PathBuf,
+    /// What was wrong with it.
+    pub reason: String,
 }
 
 #[derive(Debug, Default)]
@@ -169,6 +180,15 @@ impl LogStore {
     /// The index database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The damaged index this open rebuilt from the segments, if it did.
+    pub fn index_rebuild(&self) -> Option<IndexRebuild> {
+        self.shared
+            .rebuilt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Live facts about the log (no I/O).

@@ -91,7 +91,7 @@ impl LogStore {
                     });
                 }
             };
-            let record = segment::parse(&raw)
+            let record = segment::parse_entries(&raw)
                 .map_err(|e| LogStoreError::Segment {
                     path: seg_path.clone(),
                     what: format!("{} at offset {offset}: {e}", batch()),

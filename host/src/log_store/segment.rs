@@ -12,7 +12,21 @@
 //! kind 1 (plain):  body = section
 //! kind 2 (lz4):    body = section_len u32 LE | lz4 block of section
 //! section = count x (len u32 LE | entry, postcard)
+//! kind 3 (meta):   first_index = the truncate point (else 0), count = 0,
+//!                  body = tag u8 (1 vote, 2 purge point, 3 truncate,
+//!                  4 segment start) | value
 //! ```
+//!
+//! Meta records ([`Meta`]) carry what the index's meta table holds that the
+//! log cannot do without: every saved vote, purge point and truncation is
+//! written to the active segment in its group, and every segment (a new one
+//! at each roll and each open) begins with a segment-start record, then the
+//! current vote and purge point. (A store whose segments hold no
+//! segment-start record was written by a build before meta records: its
+//! votes are in the index only.)
+//! Only whole segments older than the active one are ever deleted, so the
+//! segments on disk always say the latest vote and purge point, and the
+//! index can be rebuilt from them alone (`open::rebuild`).
 //!
 //! Batches whose section is at least [`COMPRESS_FROM`] bytes are compressed
 //! when that saves at least an eighth; the checksum covers the bytes as
@@ -34,6 +48,11 @@ const MAGIC: u32 = u32::from_le_bytes(*b"RLOG");
 const VERSION: u8 = 1;
 const KIND_PLAIN: u8 = 1;
 const KIND_LZ4: u8 = 2;
+const KIND_META: u8 = 3;
+const TAG_VOTE: u8 = 1;
+const TAG_PURGED: u8 = 2;
+const TAG_TRUNCATE: u8 = 3;
+const TAG_START: u8 = 4;
 /// Bytes of the payload before the body.
 const PAYLOAD_HEAD: usize = 12;
 /// Sections this large or larger are worth compressing.
@@ -181,6 +200,56 @@ pub(crate) fn put(buf: &mut Vec<u8>, batch: &Batch, group_start: u32) {
     buf[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// A meta record: a change to the log's state that is not an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Meta {
+    /// A saved vote (the framed record the index's meta table holds).
+    Vote(Vec<u8>),
+    /// A purge point (the framed log id).
+    Purged(Vec<u8>),
+    /// Entries from this index on were removed.
+    Truncate(u64),
+    /// The first record of a segment: the state records follow.
+    Start,
+}
+
+impl Meta {
+    /// Its length as a record.
+    pub(crate) fn stored_len(&self) -> usize {
+        HEADER
+            + PAYLOAD_HEAD
+            + 1
+            + match self {
+                Meta::Vote(v) | Meta::Purged(v) => v.len(),
+                Meta::Truncate(_) | Meta::Start => 0,
+            }
+    }
+}
+
+/// Appends `meta` to the write buffer as a record of the group that began
+/// at `group_start`.
+pub(crate) fn put_meta(buf: &mut Vec<u8>, meta: &Meta, group_start: u32) {
+    let at = buf.len();
+    let (first, tag, value): (u64, u8, &[u8]) = match meta {
+        Meta::Vote(v) => (0, TAG_VOTE, v),
+        Meta::Purged(v) => (0, TAG_PURGED, v),
+        Meta::Truncate(i) => (*i, TAG_TRUNCATE, &[]),
+        Meta::Start => (0, TAG_START, &[]),
+    };
+    let payload_len = (PAYLOAD_HEAD + 1 + value.len()) as u32;
+    buf.extend_from_slice(&MAGIC.to_le_bytes());
+    buf.extend_from_slice(&[VERSION, KIND_META, 0, 0]);
+    buf.extend_from_slice(&group_start.to_le_bytes());
+    buf.extend_from_slice(&payload_len.to_le_bytes());
+    buf.extend_from_slice(&[0; 4]); // crc
+    buf.extend_from_slice(&first.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.push(tag);
+    buf.extend_from_slice(value);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[at..at + 16]), &buf[at + HEADER..]);
+    buf[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// What is wrong with the bytes at a record position.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum BadRecord {
@@ -204,7 +273,8 @@ pub(crate) enum BadRecord {
     Payload(&'static str),
 }
 
-/// A checked entries record.
+/// A checked record: a batch of entries, or (`meta`) a [`Meta`] record
+/// with no entries.
 #[derive(Debug)]
 pub(crate) struct Record<'a> {
     pub(crate) group_start: u32,
@@ -213,6 +283,7 @@ pub(crate) struct Record<'a> {
     pub(crate) len: usize,
     section: Cow<'a, [u8]>,
     bounds: Vec<(u32, u32)>,
+    pub(crate) meta: Option<Meta>,
 }
 
 impl Record<'_> {
@@ -252,7 +323,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record<'_>, BadRecord> {
             BadRecord::Header
         });
     }
-    if bytes[4] != VERSION || !matches!(bytes[5], KIND_PLAIN | KIND_LZ4) {
+    if bytes[4] != VERSION || !matches!(bytes[5], KIND_PLAIN | KIND_LZ4 | KIND_META) {
         return Err(BadRecord::Unknown(bytes[4], bytes[5]));
     }
     let group_start = u32_at(8);
@@ -272,6 +343,25 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record<'_>, BadRecord> {
     let first_index = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")) as usize;
     let body = &payload[PAYLOAD_HEAD..];
+    if bytes[5] == KIND_META {
+        let meta = match (body.first(), &body[body.len().min(1)..], count) {
+            (Some(&TAG_VOTE), v, 0) if !v.is_empty() && first_index == 0 => Meta::Vote(v.to_vec()),
+            (Some(&TAG_PURGED), v, 0) if !v.is_empty() && first_index == 0 => {
+                Meta::Purged(v.to_vec())
+            }
+            (Some(&TAG_TRUNCATE), [], 0) => Meta::Truncate(first_index),
+            (Some(&TAG_START), [], 0) if first_index == 0 => Meta::Start,
+            _ => return Err(BadRecord::Payload("malformed meta record")),
+        };
+        return Ok(Record {
+            group_start,
+            first_index,
+            len,
+            section: Cow::Borrowed(&[]),
+            bounds: Vec::new(),
+            meta: Some(meta),
+        });
+    }
     let section = if bytes[5] == KIND_LZ4 {
         let raw_len = body
             .get(..4)
@@ -296,7 +386,17 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record<'_>, BadRecord> {
         len,
         section,
         bounds,
+        meta: None,
     })
+}
+
+/// [`parse`] for a position the index points at: a batch of entries.
+pub(crate) fn parse_entries(bytes: &[u8]) -> Result<Record<'_>, BadRecord> {
+    let r = parse(bytes)?;
+    if r.meta.is_some() {
+        return Err(BadRecord::Payload("a meta record where entries should be"));
+    }
+    Ok(r)
 }
 
 /// Creates segment `seq` in `dir`, pre-allocated to `size` bytes, and makes
@@ -448,6 +548,41 @@ mod tests {
             }
         }
         assert_eq!(parse(&[0; 64]).unwrap_err(), BadRecord::Empty);
+    }
+
+    #[test]
+    fn meta_records_round_trip_and_damage_is_caught() {
+        for meta in [
+            Meta::Vote(vec![1, 2, 3]),
+            Meta::Purged(vec![9; 40]),
+            Meta::Truncate(77),
+            Meta::Start,
+        ] {
+            let mut buf = Vec::new();
+            put_meta(&mut buf, &meta, 5);
+            assert_eq!(buf.len(), meta.stored_len());
+            let r = parse(&buf).unwrap();
+            assert_eq!(
+                (r.meta.as_ref(), r.count(), r.group_start),
+                (Some(&meta), 0, 5)
+            );
+            assert!(parse_entries(&buf).is_err());
+            for i in 0..buf.len() {
+                let mut bad = buf.clone();
+                bad[i] ^= 0x01;
+                assert!(
+                    parse(&bad).map_or(true, |r| r.meta.as_ref() != Some(&meta)),
+                    "flip at {i} not caught"
+                );
+            }
+        }
+        // A vote with no value: malformed even with a good checksum.
+        let mut buf = Vec::new();
+        put_meta(&mut buf, &Meta::Vote(Vec::new()), 0);
+        assert_eq!(
+            parse(&buf).unwrap_err(),
+            BadRecord::Payload("malformed meta record")
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! A purge records the new purge point durably, then deletes index rows below
 //! it in bounded batches (one batch per commit, so appends keep flowing) and
 //! deletes segment files whose entries are all purged.
+//!
+//! Votes, purge points and truncations are also written to the segment, as
+//! meta records in their group, and every segment starts with the current
+//! vote and purge point ([`segment::Meta`]): the index can be rebuilt from
+//! the segments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,9 +33,9 @@ use tokio::sync::oneshot;
 
 use super::WriteError;
 use super::facts::{Counters, NONE};
-use super::format::{self, INDEX, KEY_BYTES, KEY_CHECKPOINT, KEY_PURGED, META, SEGMENTS};
+use super::format::{self, INDEX, KEY_BYTES, KEY_CHECKPOINT, KEY_PURGED, KEY_VOTE, META, SEGMENTS};
 use super::index::{self, Files};
-use super::segment::{self, Batch};
+use super::segment::{self, Batch, Meta};
 
 /// Index rows deleted per transaction while purging.
 pub(crate) const PURGE_BATCH: usize = 2_048;
@@ -118,6 +123,10 @@ pub(crate) struct Writer {
     pub(crate) rolled: Vec<(u64, u64)>,
     /// Set after an I/O failure: nothing is written any more.
     pub(crate) failed: Option<Arc<WriteError>>,
+    /// The last vote and purge point saved (framed records), which every
+    /// new segment starts with.
+    pub(crate) vote: Option<Vec<u8>>,
+    pub(crate) purged: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -243,26 +252,40 @@ impl Writer {
         let mut buf: Vec<u8> = Vec::new();
         let mut group_start = self.active.pos;
         let mut actions = Vec::with_capacity(ops.len());
+        let group = |start: u64| {
+            u32::try_from(start).map_err(|_| WriteError::TooLarge {
+                what: "group offset",
+                value: start,
+            })
+        };
         for op in ops {
+            let meta = match &op {
+                Op::Meta {
+                    key: KEY_VOTE,
+                    record,
+                    ..
+                } => Some(Meta::Vote(record.clone())),
+                Op::Purge { record, .. } => Some(Meta::Purged(record.clone())),
+                Op::Truncate { index, .. } => Some(Meta::Truncate(*index)),
+                _ => None,
+            };
+            if let Some(meta) = meta {
+                self.make_room(&mut buf, &mut group_start, meta.stored_len() as u64)?;
+                segment::put_meta(&mut buf, &meta, group(group_start)?);
+                match meta {
+                    Meta::Vote(v) => self.vote = Some(v),
+                    Meta::Purged(p) => self.purged = Some(p),
+                    Meta::Truncate(_) | Meta::Start => {}
+                }
+            }
             let Op::Append { batch, done: cb } = op else {
                 actions.push(Action::Op(op));
                 continue;
             };
             let size = batch.stored_len() as u64;
-            if self.active.pos + buf.len() as u64 + size > self.active.cap {
-                self.write_out(&mut buf)?;
-                self.roll(size)?;
-                group_start = 0;
-            }
+            self.make_room(&mut buf, &mut group_start, size)?;
             let offset = self.active.pos + buf.len() as u64;
-            segment::put(
-                &mut buf,
-                &batch,
-                u32::try_from(group_start).map_err(|_| WriteError::TooLarge {
-                    what: "group offset",
-                    value: group_start,
-                })?,
-            );
+            segment::put(&mut buf, &batch, group(group_start)?);
             let last = batch.first_index() + batch.count() as u64 - 1;
             if self.active_last == NONE || self.active_last < last {
                 self.active_last = last;
@@ -497,6 +520,48 @@ impl Writer {
         self.active.pos += buf.len() as u64;
         buf.clear();
         Ok(())
+    }
+
+    /// Makes room in the active segment for a record of `size` bytes after
+    /// what `buf` holds: when there is none, writes `buf` out and moves to
+    /// the next segment, which starts a new group with the current state.
+    fn make_room(
+        &mut self,
+        buf: &mut Vec<u8>,
+        group_start: &mut u64,
+        size: u64,
+    ) -> Result<(), WriteError> {
+        if self.active.pos + buf.len() as u64 + size <= self.active.cap {
+            return Ok(());
+        }
+        self.write_out(buf)?;
+        let state = self.state_records();
+        self.roll(size + state.len() as u64)?;
+        *group_start = 0;
+        buf.extend_from_slice(&state);
+        Ok(())
+    }
+
+    /// The records every segment starts with: a segment start, then the
+    /// current vote and purge point.
+    fn state_records(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        segment::put_meta(&mut buf, &Meta::Start, 0);
+        if let Some(v) = &self.vote {
+            segment::put_meta(&mut buf, &Meta::Vote(v.clone()), 0);
+        }
+        if let Some(p) = &self.purged {
+            segment::put_meta(&mut buf, &Meta::Purged(p.clone()), 0);
+        }
+        buf
+    }
+
+    /// Writes the current state at the start of the (new, empty) active
+    /// segment: what a store opened does before it takes any operation.
+    pub(crate) fn start_segment(&mut self) -> Result<(), WriteError> {
+        debug_assert_eq!(self.active.pos, 0);
+        let mut state = self.state_records();
+        self.write_out(&mut state)
     }
 
     /// Moves to the next segment, big enough for a record of `size` bytes.

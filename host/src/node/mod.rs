@@ -106,6 +106,10 @@ pub struct Recovery {
     pub applied_at_ready: Option<u64>,
     /// Time from opening the stores to Raft running.
     pub ready_ms: u64,
+    /// A damaged log index rebuilt from the segments at this start: what
+    /// was wrong, and where the damaged file was kept.
+    #[serde(default)]
+    pub index_rebuilt: Option<String>,
 }
 
 /// How long shutdown waits for open HTTP answers before cutting them.

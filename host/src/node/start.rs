@@ -181,6 +181,9 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         restore_ms,
         applied_at_ready: sm.last_applied().map(|l| l.index),
         ready_ms: started.elapsed().as_millis() as u64,
+        index_rebuilt: log
+            .index_rebuild()
+            .map(|r| format!("{} (the damaged file is {})", r.reason, r.damaged.display())),
     });
     let (controller, controller_task) = controller::start(controller::Parts {
         id: config.id,

@@ -26,6 +26,14 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
     match cmd {
         LogCommand::Inspect { data_dir, json } => {
             let store = LogStore::open(&data_dir, Durability::Durable)?;
+            if let Some(r) = store.index_rebuild() {
+                eprintln!(
+                    "the index was damaged ({}): rebuilt it from the segments; the damaged file \
+                     is {}",
+                    r.reason,
+                    r.damaged.display()
+                );
+            }
             let stats = store.stats();
             let id = |l: Option<ramrod::internals::raft::LogId>| {
                 l.map_or("-".to_string(), |l| format!("{}-{}", l.leader_id, l.index))
