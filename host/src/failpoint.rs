@@ -10,8 +10,11 @@
 //!
 //! The names: `log.sync` (the log store's `fdatasync` of appended entries),
 //! `log.index-commit` (its redb commit of the batch index, vote and purge
-//! point, which follows the appends' callbacks), `snapshot.put-segment` and
-//! `snapshot.put-manifest` (a directory store's writes).
+//! point, which follows the appends' callbacks), `log.segment-create`
+//! (creating a segment file: at open and when the active one is full),
+//! `snapshot.put-segment` and `snapshot.put-manifest` (a snapshot store's
+//! writes: a directory store's files, or an S3 store's objects, armed for
+//! the path `s3://BUCKET/PREFIX`).
 
 use std::path::Path;
 

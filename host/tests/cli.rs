@@ -182,32 +182,37 @@ fn check_runs_a_wasi_guest_without_capabilities() {
     );
 }
 
-#[test]
-fn log_inspect_reports_the_store() {
+/// A log store in `dir` with a vote of `term` (node 2), entries 1..=`n` and
+/// entries up to `purge` purged (none if 0).
+fn log_store_in(dir: &std::path::Path, term: u64, n: u64, purge: u64) {
     use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
     use ramrod::internals::log_store::{Durability, LogStore};
     use ramrod::internals::raft::{Entry, LogId, Request, Vote};
-
-    let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
-        store.save_vote(&Vote::new(4, 2)).await.unwrap();
-        let entries: Vec<Entry> = (1..=10)
+        let mut store = LogStore::open(dir, Durability::Durable).unwrap();
+        store.save_vote(&Vote::new(term, 2)).await.unwrap();
+        let id = |i| LogId::new(openraft::CommittedLeaderId::new(term, 2), i);
+        let entries: Vec<Entry> = (1..=n)
             .map(|i| Entry {
-                log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), i),
+                log_id: id(i),
                 payload: openraft::EntryPayload::Normal(Request::put(vec![i as u8], vec![0; 10])),
             })
             .collect();
         store.blocking_append(entries).await.unwrap();
-        store
-            .purge(LogId::new(openraft::CommittedLeaderId::new(4, 2), 3))
-            .await
-            .unwrap();
+        if purge > 0 {
+            store.purge(id(purge)).await.unwrap();
+        }
     });
+}
+
+#[test]
+fn log_inspect_reports_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    log_store_in(dir.path(), 4, 10, 3);
 
     let d = dir.path().display().to_string();
     let o = ramrod(&["log", "inspect", "--data-dir", &d]);
@@ -256,6 +261,35 @@ fn log_inspect_reports_the_store() {
         !o.status.success() && err.contains("raft-log.redb"),
         "{err}"
     );
+}
+
+/// `ramrod log discard` moves a log store aside and keeps its vote in a
+/// fresh one; a directory without a log store is refused.
+#[test]
+fn log_discard_keeps_the_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    log_store_in(dir.path(), 6, 5, 0);
+    let d = dir.path().display().to_string();
+    let o = ramrod(&["log", "discard", "--data-dir", &d]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("kept the vote") && out.contains("index 5"),
+        "{out}"
+    );
+    assert_eq!(ramrod::internals::log_store::discards(dir.path()), 1);
+    let o = ramrod(&["log", "inspect", "--data-dir", &d, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["entries"], 0);
+    assert_eq!(v["vote"]["leader_id"]["term"], 6, "{v}");
+    let empty = tempfile::tempdir().unwrap();
+    let o = ramrod(&[
+        "log",
+        "discard",
+        "--data-dir",
+        &empty.path().display().to_string(),
+    ]);
+    assert!(!o.status.success() && text(&o).1.contains("holds no log store"));
 }
 
 /// `ramrod snapshot list|verify|restore` on a store with a chain of three

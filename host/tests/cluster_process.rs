@@ -130,6 +130,11 @@ fn acknowledged_writes_survive_kill9_of_a_follower_and_of_the_leader() {
         for id in 1..=3 {
             let s = c.applied(id, last).await;
             assert_eq!(s.keys, 100, "node {id}: {s:?}");
+            assert!(
+                s.recovery.discarded.is_none() && s.recovery.index_rebuilt.is_none(),
+                "node {id}: a kill -9 is not damage: {:?}",
+                s.recovery
+            );
             hashes.push(s.state_hash);
         }
         assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
@@ -237,6 +242,12 @@ fn kill9_of_the_leader_during_a_snapshot_build_and_a_purge_loses_nothing() {
             assert!(
                 back.recovery.snapshot_index.is_some(),
                 "{moment}: node {leader} came back from a snapshot chain: {:?}",
+                back.recovery
+            );
+            // A kill -9 is not damage: nothing was discarded or rebuilt.
+            assert!(
+                back.recovery.discarded.is_none() && back.recovery.index_rebuilt.is_none(),
+                "{moment}: {:?}",
                 back.recovery
             );
             for id in 1..=3 {

@@ -121,6 +121,12 @@ fn kill9_keeps_every_acknowledged_entry() {
         }
 
         let store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        assert!(
+            store.index_rebuild().is_none(),
+            "round {round}: a kill -9 is not damage: {:?}",
+            store.index_rebuild()
+        );
+        store.verify_entries().unwrap();
         let (_, last) = check_contiguous(&store);
         assert!(
             last >= acked,
@@ -728,20 +734,26 @@ fn an_index_in_use_is_not_damage() {
     LogStore::open(dir.path(), Durability::Durable).unwrap();
 }
 
-/// Storage that fails (failpoints at the `fdatasync` of appends and at the
-/// index commit): the store reports the failure and stops writing (every
-/// later write fails too, rather than some silently not being durable);
-/// reopened on a disk that works, every append it acknowledged is there.
+/// Storage that fails (failpoints at the `fdatasync` of appends, at the
+/// index commit and at segment creation): the store reports the failure
+/// and stops writing (every later write fails too, rather than some
+/// silently not being durable); reopened on a disk that works, every append
+/// it acknowledged is there.
 #[test]
 fn a_failing_disk_loses_no_acknowledged_append() {
     use ramrod::failpoint;
     let rt = rt();
-    for point in ["log.sync", "log.index-commit"] {
+    // Small segments: a segment is created every few dozen appends.
+    let small = LogOptions {
+        segment_bytes: 64 << 10,
+        ..LogOptions::default()
+    };
+    for point in ["log.sync", "log.index-commit", "log.segment-create"] {
         let dir = tempfile::tempdir().unwrap();
         let acked = rt.block_on(async {
-            let mut store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+            let mut store = LogStore::open_with(dir.path(), small).unwrap();
             let mut acked = 0;
-            for start in (1..400).step_by(10) {
+            for start in (1..4_000).step_by(10) {
                 if start == 201 {
                     failpoint::arm(point, dir.path());
                 }
@@ -754,7 +766,10 @@ fn a_failing_disk_loses_no_acknowledged_append() {
                     }
                 }
             }
-            assert!(acked >= 200, "{point}");
+            assert!(
+                (200..3_999).contains(&acked),
+                "{point}: acknowledged {acked}"
+            );
             // Stopped: nothing more is accepted.
             let again = store
                 .blocking_append(entries(1, acked + 1..acked + 2))
@@ -765,8 +780,13 @@ fn a_failing_disk_loses_no_acknowledged_append() {
             );
             acked
         });
+        // A store that cannot make its segment does not open.
+        if point == "log.segment-create" {
+            let e = LogStore::open_with(dir.path(), small).unwrap_err();
+            assert!(e.to_string().contains(point), "{e}");
+        }
         failpoint::disarm(point, dir.path());
-        let store = LogStore::open(dir.path(), Durability::Durable).unwrap();
+        let store = LogStore::open_with(dir.path(), small).unwrap();
         let (_, last) = check_contiguous(&store);
         assert!(
             last >= acked,

@@ -9,6 +9,7 @@ mod kits;
 mod log_store;
 mod membership;
 mod policy;
+mod recovery;
 mod simulate;
 mod snapshot;
 mod snapshot_store;

@@ -445,14 +445,37 @@ fn a_wiped_first_node_rejoins_its_cluster_instead_of_creating_one() {
 /// every change, and a restart restores it.
 #[test]
 fn a_failing_snapshot_store_fails_builds_and_nothing_else() {
-    use ramrod::failpoint;
     crate::support::rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("node");
+        failing_store_fails_builds(&data, None, &data).await;
+        // The same over S3 (SeaweedFS), when there is one.
+        if let Some(mut s3) = crate::support::s3_test_config() {
+            s3.prefix = format!("{}/failing-{}", s3.prefix, std::process::id());
+            let at = std::path::PathBuf::from(format!("s3://{}/{}", s3.bucket, s3.prefix));
+            let data = dir.path().join("node-s3");
+            failing_store_fails_builds(&data, Some(SnapshotStoreSpec::S3(s3)), &at).await;
+        }
+    });
+}
+
+/// A node on `store` (default: its directory) whose store's writes fail
+/// (failpoints armed for `armed_at`) fails its builds, counts them, keeps
+/// its snapshot and takes writes; restarted, it has them all.
+async fn failing_store_fails_builds(
+    data: &std::path::Path,
+    store: Option<SnapshotStoreSpec>,
+    armed_at: &std::path::Path,
+) {
+    use ramrod::failpoint;
+    {
         let start = || {
-            Node::builder(1, &data)
-                .listen(ramrod::Listen::Nowhere)
-                .start()
+            let b = Node::builder(1, data).listen(ramrod::Listen::Nowhere);
+            match store.clone() {
+                Some(s) => b.snapshot_store(s),
+                None => b,
+            }
+            .start()
         };
         let node = start().await.unwrap();
         node.initialize().await.unwrap();
@@ -463,10 +486,10 @@ fn a_failing_snapshot_store_fails_builds_and_nothing_else() {
             .enumerate()
         {
             node.put(format!("k{i}"), b"v".to_vec()).await.unwrap();
-            failpoint::arm(point, &data);
+            failpoint::arm(point, armed_at);
             let e = node.snapshot_now(None).await.unwrap_err();
             assert!(e.to_string().contains(point), "{point}: {e}");
-            failpoint::disarm(point, &data);
+            failpoint::disarm(point, armed_at);
             let stats = node.internals().controller.shared().stats();
             assert_eq!(stats.build_failures, i as u64 + 1, "{point}");
             assert_eq!(
@@ -488,7 +511,7 @@ fn a_failing_snapshot_store_fails_builds_and_nothing_else() {
             assert!(node.get_local(key.as_bytes()).unwrap().is_some(), "{key}");
         }
         node.shutdown().await;
-    });
+    }
 }
 
 /// A follower whose log index is damaged while it is down starts again:

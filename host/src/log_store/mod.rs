@@ -35,6 +35,7 @@
 //!   resumes the deletion), so a crash never leaves a stale purge point or a
 //!   hole above it.
 
+mod discard;
 mod error;
 mod facts;
 mod format;
@@ -56,6 +57,7 @@ use openraft::{AnyError, StorageIOError};
 use redb::Database;
 use serde::de::DeserializeOwned;
 
+pub use discard::{DISCARDED_PREFIX, Discarded, Salvage, discard, discards, salvage};
 pub use error::{LogStoreError, WriteError};
 pub use facts::LogStats;
 

@@ -403,6 +403,7 @@ pub(crate) fn parse_entries(bytes: &[u8]) -> Result<Record<'_>, BadRecord> {
 /// its existence durable (file and directory synced).
 pub(crate) fn create(dir: &Path, seq: u64, size: u64) -> io::Result<File> {
     let path = dir.join(file_name(seq));
+    crate::failpoint::check("log.segment-create", &path)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -76,12 +76,30 @@ pub(crate) enum Op {
     Shutdown,
 }
 
+/// An operation of a group, its waiter (callback or reply) taken out first,
+/// so that it is answered whatever fails.
+enum Staged {
+    Append(Arc<Batch>),
+    /// A meta record; `durable` if its caller waits for it.
+    Meta {
+        key: &'static str,
+        record: Vec<u8>,
+        durable: bool,
+    },
+    Truncate(u64),
+    Purge {
+        index: u64,
+        record: Vec<u8>,
+    },
+    Shutdown,
+}
+
 /// A group's operation, after its bytes are written.
 enum Action {
     /// Index an appended batch.
     Index(Arc<Batch>, format::Row),
     /// Anything else, applied in order.
-    Op(Op),
+    Op(Staged),
 }
 
 /// The segment being appended to.
@@ -258,15 +276,47 @@ impl Writer {
                 value: start,
             })
         };
-        for op in ops {
+        // Every waiter first: whatever fails below, each is answered.
+        let staged: Vec<Staged> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Append { batch, done: cb } => {
+                    done.callbacks.push(cb);
+                    Staged::Append(batch)
+                }
+                Op::Meta { key, record, reply } => {
+                    let durable = reply.is_some();
+                    done.replies.extend(reply);
+                    Staged::Meta {
+                        key,
+                        record,
+                        durable,
+                    }
+                }
+                Op::Truncate { index, reply } => {
+                    done.replies.push(reply);
+                    Staged::Truncate(index)
+                }
+                Op::Purge {
+                    index,
+                    record,
+                    reply,
+                } => {
+                    done.replies.push(reply);
+                    Staged::Purge { index, record }
+                }
+                Op::Shutdown => Staged::Shutdown,
+            })
+            .collect();
+        for op in staged {
             let meta = match &op {
-                Op::Meta {
+                Staged::Meta {
                     key: KEY_VOTE,
                     record,
                     ..
                 } => Some(Meta::Vote(record.clone())),
-                Op::Purge { record, .. } => Some(Meta::Purged(record.clone())),
-                Op::Truncate { index, .. } => Some(Meta::Truncate(*index)),
+                Staged::Purge { record, .. } => Some(Meta::Purged(record.clone())),
+                Staged::Truncate(index) => Some(Meta::Truncate(*index)),
                 _ => None,
             };
             if let Some(meta) = meta {
@@ -278,7 +328,7 @@ impl Writer {
                     Meta::Truncate(_) | Meta::Start => {}
                 }
             }
-            let Op::Append { batch, done: cb } = op else {
+            let Staged::Append(batch) = op else {
                 actions.push(Action::Op(op));
                 continue;
             };
@@ -305,7 +355,6 @@ impl Writer {
                 })?,
             };
             actions.push(Action::Index(batch, row));
-            done.callbacks.push(cb);
         }
         self.since_durable += buf.len() as u64;
         self.write_out(&mut buf)?;
@@ -338,32 +387,29 @@ impl Writer {
                         self.last_indexed = row.last(first);
                         done.appended.push(batch);
                     }
-                    Action::Op(Op::Meta { key, record, reply }) => {
+                    Action::Op(Staged::Meta {
+                        key,
+                        record,
+                        durable,
+                    }) => {
                         meta.insert(key, record.as_slice())
                             .map_err(|e| err(key)(e.into()))?;
-                        need_durable |= reply.is_some();
-                        done.replies.extend(reply);
+                        need_durable |= durable;
                     }
-                    Action::Op(Op::Truncate { index, reply }) => {
+                    Action::Op(Staged::Truncate(index)) => {
                         let removed = self.remove_from(&mut table, index)?;
                         bytes_delta -= removed as i64;
                         self.last_indexed = last_key(&table)?;
                         need_durable = true;
-                        done.replies.push(reply);
                     }
-                    Action::Op(Op::Purge {
-                        index,
-                        record,
-                        reply,
-                    }) => {
+                    Action::Op(Staged::Purge { index, record }) => {
                         meta.insert(KEY_PURGED, record.as_slice())
                             .map_err(|e| err("purge point")(e.into()))?;
                         self.purge_target = Some(self.purge_target.map_or(index, |t| t.max(index)));
                         need_durable = true;
-                        done.replies.push(reply);
                     }
-                    Action::Op(Op::Shutdown) => need_durable = true,
-                    Action::Op(Op::Append { .. }) => unreachable!("appends become Index actions"),
+                    Action::Op(Staged::Shutdown) => need_durable = true,
+                    Action::Op(Staged::Append(_)) => unreachable!("appends become Index actions"),
                 }
             }
             if let Some(target) = self.purge_target {

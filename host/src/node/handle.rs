@@ -410,6 +410,9 @@ pub struct Parts {
     /// How this node signs and checks requests between nodes (the cluster
     /// secret), if it has one.
     pub peer_auth: Option<super::peer_auth::PeerAuth>,
+    /// While recovering from the cluster: the index until which this node
+    /// grants no votes (0: it votes).
+    pub votes_withheld: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The cause of a Raft core's stop, unless it was asked to stop.

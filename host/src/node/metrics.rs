@@ -68,6 +68,24 @@ pub fn render(s: &Parts) -> String {
         "Last index in the log",
         i(log.last_index),
     );
+    counter(
+        &mut reg,
+        "log_discards",
+        "Untrusted log stores this node discarded to recover from the cluster (or by hand)",
+        s.recovery.discards as u64,
+    );
+    gauge(
+        &mut reg,
+        "votes_withheld",
+        "1 while the node recovers from the cluster and grants no votes",
+        i64::from(s.votes_withheld.load(std::sync::atomic::Ordering::Acquire) > 0),
+    );
+    counter(
+        &mut reg,
+        "log_index_rebuilds",
+        "Damaged log indexes rebuilt from the segments at this start",
+        u64::from(s.recovery.index_rebuilt.is_some()),
+    );
     let rate: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
     rate.set(log.append_rate);
     reg.register("log_append_rate", "Smoothed appends per second", rate);

@@ -55,6 +55,15 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node's local state is damaged beyond repair, and it cannot be
+    /// recovered from the cluster now.
+    #[error("{reason}. {remedy}")]
+    Damaged {
+        /// What is damaged.
+        reason: String,
+        /// Why the cluster cannot help now, and what to do.
+        remedy: String,
+    },
     /// The log store did not open.
     #[error(transparent)]
     Log(#[from] crate::log_store::LogStoreError),
@@ -110,6 +119,18 @@ pub struct Recovery {
     /// was wrong, and where the damaged file was kept.
     #[serde(default)]
     pub index_rebuilt: Option<String>,
+    /// A local state damaged beyond repair that this start discarded to
+    /// recover from the cluster: what was wrong, and where it went.
+    #[serde(default)]
+    pub discarded: Option<String>,
+    /// While recovering from the cluster, the node grants no votes and
+    /// starts no election until it has applied this index (what it may
+    /// have acknowledged before).
+    #[serde(default)]
+    pub votes_withheld_until: Option<u64>,
+    /// Log stores discarded in this data directory so far.
+    #[serde(default)]
+    pub discards: usize,
 }
 
 /// How long shutdown waits for open HTTP answers before cutting them.

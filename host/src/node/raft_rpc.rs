@@ -751,6 +751,18 @@ mod server {
                 if let Some(refused) = not_sender(sender, req.vote.leader_id().voted_for()) {
                     return refused;
                 }
+                let until = p.votes_withheld.load(std::sync::atomic::Ordering::Acquire);
+                let applied = p.sm.last_applied().map_or(0, |l| l.index);
+                if until > applied {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "node {} is recovering from the cluster: it votes again once it has \
+                             applied index {until}",
+                            p.id
+                        ),
+                    );
+                }
                 reply(&p.raft.vote(req).await)
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),

@@ -71,7 +71,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let log = LogStore::open_with(&config.data_dir, config.log)?;
+    let opened = LogStore::open_with(&config.data_dir, config.log);
     let store: Arc<dyn SnapshotStore> = match store {
         SnapshotStoreSpec::S3(s3) => Arc::new(S3Store::new(&s3).map_err(SnapshotError::from)?),
         SnapshotStoreSpec::Dir(dir) => Arc::new(DirStore::open(&dir).map_err(SnapshotError::from)?),
@@ -86,6 +86,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
     for (name, why) in &report.skipped {
         tracing::warn!(snapshot = %name, reason = %why, "skipped a damaged snapshot at start-up");
     }
+    let (log, recovering) = trusted_log(&config, opened, &sm, peer_auth.as_ref()).await?;
     let (host, origin) = start_policy(&config, &sm, policy).await?;
 
     // Bind before Raft starts, so a port in use fails the start cleanly.
@@ -153,6 +154,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         raft_rpc::HttpNetwork::new(Duration::from_millis(t.rpc_timeout_ms), peer_auth.clone());
     let in_flight = network.in_flight();
     let sent = network.sent();
+    let votes_withheld = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
@@ -184,7 +186,15 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         index_rebuilt: log
             .index_rebuild()
             .map(|r| format!("{} (the damaged file is {})", r.reason, r.damaged.display())),
+        discarded: recovering
+            .as_ref()
+            .map(|r| format!("{} (moved to {})", r.why, r.discarded.moved_to.display())),
+        votes_withheld_until: recovering.as_ref().map(|r| r.until),
+        discards: crate::log_store::discards(&config.data_dir),
     });
+    if let Some(r) = &recovering {
+        withhold_votes(&raft, r.until, &votes_withheld);
+    }
     let (controller, controller_task) = controller::start(controller::Parts {
         id: config.id,
         raft: raft.clone(),
@@ -218,6 +228,7 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         max_policy_bytes: config.policy.max_upload_bytes(),
         data_dir: config.data_dir.clone(),
         peer_auth: peer_auth.clone(),
+        votes_withheld,
     });
     let handle = NodeHandle::new(&parts);
     let app = http::router(
@@ -348,4 +359,204 @@ async fn start_policy(
         controller::swap_in(&host, source, choice.config).await?;
     }
     Ok((host, origin))
+}
+
+/// A local state discarded at start-up to recover from the cluster.
+struct Recovering {
+    why: String,
+    discarded: crate::log_store::Discarded,
+    /// Votes are withheld until this index is applied.
+    until: u64,
+}
+
+/// Whether `e` means the log store is damaged beyond repair (not in use,
+/// unreadable, full or misconfigured: those are not the node's to discard).
+fn beyond_repair(e: &crate::log_store::LogStoreError) -> bool {
+    use crate::log_store::LogStoreError as E;
+    matches!(
+        e,
+        E::Segment { .. } | E::Corrupt { .. } | E::Open { .. } | E::Foreign { .. }
+    )
+}
+
+/// The log store to start with. When the local state cannot be trusted (the
+/// log is damaged beyond repair, or the newest snapshot that verifies ends
+/// before the log begins), a node of a cluster whose other voters answer
+/// discards its log (keeping its vote) and recovers from the cluster: the
+/// leader sends it a snapshot and the log. A lone node, or one whose peers
+/// do not answer, stops with what to do.
+async fn trusted_log(
+    config: &NodeConfig,
+    opened: Result<LogStore, crate::log_store::LogStoreError>,
+    sm: &KvStateMachine,
+    auth: Option<&super::peer_auth::PeerAuth>,
+) -> Result<(LogStore, Option<Recovering>), NodeError> {
+    let applied = sm.last_applied().map(|l| l.index);
+    let why = match opened {
+        Ok(log) => match log.purged() {
+            Some(p) if applied.is_none_or(|a| a < p.index) => {
+                drop(log);
+                format!(
+                    "the newest snapshot that verifies ends at {} but the log begins after \
+                     index {}: the entries between are gone",
+                    applied.map_or_else(|| "nothing".to_string(), |a| format!("index {a}")),
+                    p.index
+                )
+            }
+            _ => match log.verify_entries() {
+                Ok(_) => return Ok((log, None)),
+                Err(e) if beyond_repair(&e) => {
+                    drop(log);
+                    format!("its log is damaged beyond repair: {e}")
+                }
+                Err(e) => return Err(e.into()),
+            },
+        },
+        Err(e) if beyond_repair(&e) => format!("its log store is damaged beyond repair: {e}"),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::error!(node = config.id, reason = %why, "this node's local state cannot be trusted");
+    let dir = config.data_dir.display();
+    if !config.multi_node() {
+        return Err(NodeError::Damaged {
+            reason: format!("node {}: {why}", config.id),
+            remedy: format!(
+                "It is the only node, so nothing can be recovered from a cluster. `ramrod log \
+                 discard --data-dir {dir}` moves the log aside (keeping its vote) so that the node \
+                 starts from its newest snapshot that verifies ({}), losing the writes after it",
+                applied.map_or_else(|| "none: empty".to_string(), |a| format!("index {a}"))
+            ),
+        });
+    }
+    let salvage = crate::log_store::salvage(&config.data_dir);
+    if salvage.vote.is_none() {
+        return Err(NodeError::Damaged {
+            reason: format!("node {}: {why}, and its vote cannot be read", config.id),
+            remedy: format!(
+                "Without its vote it must not rejoin as itself: remove it from the cluster \
+                 (`ramrod members remove {id} --node URL`), empty {dir}, start it with `join = \
+                 true` and add it again (`ramrod members add {id} ADDR --node URL`)",
+                id = config.id
+            ),
+        });
+    }
+    others_answer(config, sm, auth, &why).await?;
+    let discarded = crate::log_store::discard(&config.data_dir)?;
+    let vote = discarded
+        .salvage
+        .vote
+        .or(salvage.vote)
+        .expect("checked above");
+    let log = LogStore::open_with(&config.data_dir, config.log)?;
+    openraft::storage::RaftLogStorage::save_vote(&mut log.clone(), &vote)
+        .await
+        .map_err(|e| NodeError::Raft(Box::new(e)))?;
+    let s = &discarded.salvage;
+    let until = [s.last_index, s.committed.map(|c| c.index), applied]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    tracing::error!(
+        node = config.id,
+        moved_to = %discarded.moved_to.display(),
+        votes_withheld_until = until,
+        "discarded the untrusted log (its vote kept): recovering from the cluster"
+    );
+    Ok((
+        log,
+        Some(Recovering {
+            why,
+            discarded,
+            until,
+        }),
+    ))
+}
+
+/// Waits (up to 10 s) until enough of the other voters answer to recover
+/// this node from them: a majority of the voters, without this one.
+async fn others_answer(
+    config: &NodeConfig,
+    sm: &KvStateMachine,
+    auth: Option<&super::peer_auth::PeerAuth>,
+    why: &str,
+) -> Result<(), NodeError> {
+    let (_, stored) = openraft::storage::RaftStateMachine::applied_state(&mut sm.clone())
+        .await
+        .map_err(|e| NodeError::Raft(Box::new(e)))?;
+    let m = stored.membership();
+    let mut voters: Vec<u64> = m.voter_ids().collect();
+    let mut others: Vec<String> = voters
+        .iter()
+        .filter(|&&id| id != config.id)
+        .filter_map(|id| m.get_node(id).map(|n| n.addr.clone()))
+        .collect();
+    if voters.is_empty() {
+        voters = config
+            .peers
+            .iter()
+            .map(|p| p.id)
+            .chain([config.id])
+            .collect();
+        others = config.peers.iter().map(|p| p.addr.clone()).collect();
+    }
+    if others.is_empty() {
+        // A joining node that knows no member: the leader finds it.
+        return Ok(());
+    }
+    let need = voters.len() / 2 + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut answering = 0;
+        for addr in &others {
+            if super::raft_rpc::peer_initialized(addr, auth).await.is_ok() {
+                answering += 1;
+            }
+        }
+        if answering >= need {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(NodeError::Damaged {
+                reason: format!("node {}: {why}", config.id),
+                remedy: format!(
+                    "It can be recovered from the cluster, but only {answering} of the {} other \
+                     voters answered and {need} are needed: start them, then this node again \
+                     (it recovers then, by itself)",
+                    others.len()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// While a node recovers from the cluster it starts no election and its
+/// vote handler grants none (`withheld`), until it has applied `until`:
+/// an entry it acknowledged and then lost may be committed, and a leader
+/// elected with its vote might lack it.
+fn withhold_votes(
+    raft: &Raft<crate::raft::TypeConfig>,
+    until: u64,
+    withheld: &Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering;
+    withheld.store(until.max(1), Ordering::Release);
+    raft.runtime_config().elect(false);
+    let (raft, withheld) = (raft.clone(), withheld.clone());
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        loop {
+            let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
+            if applied >= until {
+                withheld.store(0, Ordering::Release);
+                raft.runtime_config().elect(true);
+                tracing::warn!(applied, "recovered from the cluster: this node votes again");
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -193,6 +193,21 @@ impl Snapshots {
                 Err(e @ SnapshotError::Store(StoreError::Other { .. })) => return Err(e),
                 Err(e) => {
                     tracing::warn!(snapshot = %name, error = %e, "skipping a damaged snapshot");
+                    // A segment whose bytes are not its name's is damaged
+                    // for good: removed, so that an install fetches a good
+                    // copy instead of trusting this one.
+                    if let SnapshotError::Segment {
+                        name: seg,
+                        source: segment::SegmentError::Hash { .. },
+                    } = &e
+                    {
+                        match self.store.delete_segment(seg).await {
+                            Ok(()) => tracing::warn!(segment = %seg, "removed a damaged segment"),
+                            Err(d) => {
+                                tracing::warn!(segment = %seg, error = %d, "could not remove a damaged segment")
+                            }
+                        }
+                    }
                     report.skipped.push((name, e.to_string()));
                 }
             }

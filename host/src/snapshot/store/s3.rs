@@ -154,6 +154,19 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// The failpoint `point` for the object `kind/name`, armed for the
+    /// path `s3://BUCKET/PREFIX` (see [`crate::failpoint`]).
+    fn failpoint(&self, point: &str, kind: &str, name: &str) -> Result<(), StoreError> {
+        let at = format!("{}/{kind}/{name}", self.describe());
+        crate::failpoint::check(point, std::path::Path::new(&at)).map_err(|e| StoreError::Other {
+            store: self.describe(),
+            key: name.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl SnapshotStore for S3Store {
     fn describe(&self) -> String {
@@ -166,6 +179,7 @@ impl SnapshotStore for S3Store {
 
     async fn put_segment(&self, name: &str, bytes: Bytes) -> Result<bool, StoreError> {
         check_name(&self.describe(), name, false)?;
+        self.failpoint("snapshot.put-segment", "segments", name)?;
         match self.put_create("segments", name, bytes.clone()).await {
             Ok(()) => Ok(true),
             Err(StoreError::AlreadyExists { .. }) => {
@@ -215,6 +229,7 @@ impl SnapshotStore for S3Store {
 
     async fn put_manifest(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         check_name(&self.describe(), name, true)?;
+        self.failpoint("snapshot.put-manifest", "manifests", name)?;
         self.put_create("manifests", name, bytes).await
     }
 
