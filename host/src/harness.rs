@@ -173,6 +173,8 @@ pub struct ProcessCluster {
     /// Behind a lock so that `&self` queries can reap a process that exited
     /// by itself (and park its socket, so clients fail at once).
     children: std::sync::Mutex<BTreeMap<NodeId, Child>>,
+    /// How the processes that exited by themselves ended.
+    exited: std::sync::Mutex<BTreeMap<NodeId, std::process::ExitStatus>>,
 }
 
 impl ProcessCluster {
@@ -242,6 +244,7 @@ impl ProcessCluster {
             spec,
             sockets,
             children: std::sync::Mutex::new(BTreeMap::new()),
+            exited: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -264,6 +267,10 @@ impl ProcessCluster {
     /// # Panics
     /// If `id` is not a node of the cluster.
     pub fn start(&mut self, id: NodeId) -> io::Result<()> {
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         if let Some(mut old) = self.children_mut().remove(&id) {
             let _ = old.kill();
             let _ = old.wait();
@@ -356,6 +363,10 @@ impl ProcessCluster {
             Ok(None) => true,
             Ok(Some(status)) => {
                 tracing::warn!(node = id, %status, "a node process exited by itself");
+                self.exited
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, status);
                 children.remove(&id);
                 drop(children);
                 self.park(id);
@@ -363,6 +374,16 @@ impl ProcessCluster {
             }
             Err(_) => true,
         }
+    }
+
+    /// How node `id`'s process ended, if it exited by itself (as
+    /// [`running`](Self::running) found).
+    pub fn exit_status(&self, id: NodeId) -> Option<std::process::ExitStatus> {
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
     }
 
     /// The node ids.

@@ -797,3 +797,67 @@ fn certs_then_a_tls_node() {
     let o = ramrod(&["status", "--node", &url, "--token", "tls-t0ken-123"]);
     assert!(!o.status.success(), "plain HTTP to a TLS port");
 }
+
+/// A real storage fault, no failpoint: the node's segment directory is
+/// replaced by a file while it runs, so the next segment cannot be made.
+/// `ramrod serve` does not stay up with a dead core: it exits with code 3
+/// and its log names the cause; started again on a sound directory, it has
+/// every acknowledged write.
+#[test]
+fn serve_exits_3_when_its_storage_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = serve_one(&dir, "f4ult-t0ken", "\n[log]\nsegment-bytes = 65536\n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = server.client(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client.put("first", b"1".to_vec()).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node never took a write at {url}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let data = server.dir().join("node-1");
+        std::fs::rename(data.join("raft-log"), data.join("raft-log.moved")).unwrap();
+        std::fs::write(data.join("raft-log"), b"not a directory").unwrap();
+        let mut acked = Vec::new();
+        for i in 0..2_000 {
+            match client.put(&format!("k/{i:05}"), vec![b'v'; 500]).await {
+                Ok(_) => acked.push(i),
+                Err(_) => break,
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while server.running(1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node kept running with a dead core"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(server.exit_status(1).and_then(|s| s.code()), Some(3));
+        let log = std::fs::read_to_string(server.dir().join("node-1.log")).unwrap();
+        assert!(log.contains("raft-log"), "the cause is named: {log}");
+
+        // The disk is sound again: everything acknowledged is there.
+        std::fs::remove_file(data.join("raft-log")).unwrap();
+        std::fs::rename(data.join("raft-log.moved"), data.join("raft-log")).unwrap();
+        server.start(1).unwrap();
+        let client = server.client(1);
+        let last = *acked.last().expect("writes before the fault");
+        let key = format!("k/{last:05}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(v)) = client.get(&key).await {
+                assert_eq!(v.len(), 500);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{key} is lost");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+}

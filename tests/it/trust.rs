@@ -559,3 +559,44 @@ fn a_node_with_a_damaged_index_rebuilds_it_and_catches_up() {
         }
     });
 }
+
+/// A follower whose data directory is wiped while the leader runs on
+/// rejoins on its first start: the leader takes a follower whose log went
+/// back (it does not stop), sends it the log, and nothing is lost.
+#[test]
+fn a_wiped_follower_rejoins_on_its_first_start() {
+    crate::support::rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut nodes, ports) = start_cluster_on(dir.path()).await;
+        let leader_id = leader(&nodes).await;
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "k/", 300, 8).await;
+        let pos = nodes.iter().position(|n| n.id() != leader_id).unwrap();
+        let id = nodes[pos].id();
+        crate::compaction::eventually(Duration::from_secs(10), "the follower has it all", || {
+            nodes[pos].internals().sm.last_applied() == lead.internals().sm.last_applied()
+        })
+        .await;
+        ramrod_tests::stop(&ports, nodes.remove(pos)).await;
+        std::fs::remove_dir_all(dir.path().join(format!("node-{id}"))).unwrap();
+        let back = ramrod_tests::start(&ports, crate::cluster::config(id, &ports, dir.path()))
+            .await
+            .unwrap();
+        let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
+        write_keys(lead, "after/", 50, 8).await;
+        caught_up(&back, lead, Duration::from_secs(30)).await;
+        assert!(
+            lead.internals()
+                .raft
+                .metrics()
+                .borrow()
+                .running_state
+                .is_ok()
+        );
+        assert!(back.get_local(b"k/000299").unwrap().is_some());
+        nodes.push(back);
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+}
