@@ -50,11 +50,13 @@
 pub mod client;
 mod config;
 pub mod failpoint;
+pub mod fuzzing;
 mod harness;
 mod log_store;
 mod node;
 mod platform;
 mod policy;
+pub mod powerloss;
 mod raft;
 mod record;
 pub mod sim;

@@ -5,6 +5,7 @@ mod cluster;
 mod compaction;
 mod control_plane;
 mod embed;
+mod fuzz;
 mod kits;
 mod log_store;
 mod membership;

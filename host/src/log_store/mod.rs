@@ -57,6 +57,79 @@ use openraft::{AnyError, StorageIOError};
 use redb::Database;
 use serde::de::DeserializeOwned;
 
+/// Fuzzing entry points for the log store's decoders (see `crate::fuzzing`).
+pub(crate) mod fuzz {
+    use super::segment;
+
+    fn one(data: &[u8]) -> usize {
+        match segment::parse(data) {
+            Ok(r) => {
+                for i in 0..r.count() {
+                    let _ = super::reader::decode_entry(
+                        std::path::Path::new("fuzz"),
+                        r.first_index + i as u64,
+                        r.entry(i),
+                    );
+                }
+                r.count()
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Parses `data` as a segment record (as is, and with its checksum made
+    /// right) and decodes the entries of an entries record; how many.
+    pub(crate) fn record(data: &[u8]) -> usize {
+        let mut n = one(data);
+        let mut fixed = data.to_vec();
+        segment::fix_checksum(&mut fixed);
+        n += one(&fixed);
+        // The framed meta values a meta record carries.
+        if let Ok(r) = segment::parse(&fixed)
+            && let Some(segment::Meta::Vote(v) | segment::Meta::Purged(v)) = &r.meta
+        {
+            let _ = super::format::decode::<Option<crate::raft::Vote>>(v);
+            let _ = super::format::decode::<Option<crate::raft::LogId>>(v);
+        }
+        n
+    }
+
+    /// Valid records: batches (plain and compressed) and meta records.
+    pub(crate) fn seeds() -> Vec<Vec<u8>> {
+        let entry = |i: u64, n: usize| crate::raft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
+            payload: openraft::EntryPayload::Normal(crate::raft::Request::put(
+                format!("k{i}"),
+                vec![b'v'; n],
+            )),
+        };
+        let mut out = Vec::new();
+        for (count, size) in [(1, 8), (5, 100), (40, 600)] {
+            let entries: Vec<_> = (1..=count).map(|i| entry(i, size)).collect();
+            let batch = segment::Batch::encode(1, entries.iter());
+            let mut buf = Vec::new();
+            segment::put(&mut buf, &batch, 0);
+            out.push(buf);
+        }
+        for meta in [
+            segment::Meta::Vote(super::format::encode(&Some(openraft::Vote::<u64>::new(
+                3, 1,
+            )))),
+            segment::Meta::Purged(super::format::encode(&Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(3, 1),
+                9,
+            )))),
+            segment::Meta::Truncate(7),
+            segment::Meta::Start,
+        ] {
+            let mut buf = Vec::new();
+            segment::put_meta(&mut buf, &meta, 0);
+            out.push(buf);
+        }
+        out
+    }
+}
+
 pub use discard::{DISCARDED_PREFIX, Discarded, Salvage, discard, discards, salvage};
 pub use error::{LogStoreError, WriteError};
 pub use facts::LogStats;

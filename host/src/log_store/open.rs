@@ -127,7 +127,7 @@ impl LogStore {
             segment::sync_dir(dir).map_err(|e| io("syncing the data directory", e))?;
         }
         let existed = path.exists();
-        let db = Database::create(&path).map_err(|e| match e {
+        let db = create_db(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen
             | redb::DatabaseError::LockProtocolMismatch => LogStoreError::InUse(path.clone()),
             // redb says "not a redb database" as invalid data: damage.
@@ -699,4 +699,16 @@ fn rebuild(path: &Path, seg_dir: &Path) -> Result<(), LogStoreError> {
         }
     }
     txn.commit().map_err(|e| dbe(e.into()))
+}
+
+/// Opens (or creates) the index file; under a simulated power cut
+/// (`crate::powerloss`, tests only) through its storage backend.
+fn create_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    #[cfg(feature = "failpoints")]
+    if let Some(sim) = crate::powerloss::sim_for(path) {
+        let backend = crate::powerloss::Backend::open(path, sim)
+            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        return Database::builder().create_with_backend(backend);
+    }
+    Database::create(path)
 }

@@ -185,7 +185,7 @@ impl LogStore {
     }
 }
 
-fn decode_entry(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry, LogStoreError> {
+pub(crate) fn decode_entry(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry, LogStoreError> {
     let corrupt = |reason: String| LogStoreError::Corrupt {
         path: path.to_path_buf(),
         what: format!("entry {index}"),

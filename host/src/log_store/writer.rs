@@ -555,13 +555,13 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        let path = || self.files.path(self.active.seq);
-        write_all_at(&self.active.file, buf, self.active.pos)
-            .map_err(WriteError::io("writing", path()))?;
+        let path = self.files.path(self.active.seq);
+        crate::powerloss::write_at(&self.active.file, &path, buf, self.active.pos)
+            .map_err(WriteError::io("writing", path.clone()))?;
         if self.durable {
-            crate::failpoint::check("log.sync", &path())
-                .and_then(|()| self.active.file.sync_data())
-                .map_err(WriteError::io("syncing", path()))?;
+            crate::failpoint::check("log.sync", &path)
+                .and_then(|()| crate::powerloss::sync_data(&self.active.file, &path))
+                .map_err(WriteError::io("syncing", path))?;
         }
         self.active.pos += buf.len() as u64;
         buf.clear();
@@ -660,20 +660,4 @@ fn last_key(table: &redb::Table<'_, u64, format::Row>) -> Result<u64, WriteError
         .last()
         .map_err(|e| WriteError::db("reading the index")(e.into()))?
         .map_or(NONE, |(k, v)| v.value().last(k.value())))
-}
-
-#[cfg(unix)]
-fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        let n = file.seek_write(buf, offset)?;
-        buf = &buf[n..];
-        offset += n as u64;
-    }
-    Ok(())
 }

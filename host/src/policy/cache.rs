@@ -163,7 +163,7 @@ fn load(engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
 }
 
 /// Checks the header and checksum of a cache entry and returns its payload.
-fn verify(bytes: &[u8]) -> Result<&[u8], String> {
+pub(crate) fn verify(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err("not a ramrod compile cache entry".into());
     }
@@ -185,14 +185,20 @@ fn verify(bytes: &[u8]) -> Result<&[u8], String> {
     Ok(payload)
 }
 
-fn store(component: &Component, path: &Path) -> Result<(), String> {
-    let payload = component.serialize().map_err(|e| format!("{e:#}"))?;
+/// `payload` framed as a cache entry: header, checksum and length.
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    out.extend_from_slice(blake3::hash(&payload).as_bytes());
+    out.extend_from_slice(blake3::hash(payload).as_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn store(component: &Component, path: &Path) -> Result<(), String> {
+    let payload = component.serialize().map_err(|e| format!("{e:#}"))?;
+    let out = frame(&payload);
     // Unique per writer: several runtimes (nodes) in one process may share
     // a cache directory and store the same component at once.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

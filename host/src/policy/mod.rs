@@ -22,7 +22,7 @@
 
 mod bindings;
 mod builtin;
-mod cache;
+pub(crate) mod cache;
 mod error;
 mod host;
 mod limits;

@@ -124,14 +124,7 @@ impl Manifest {
     /// # Panics
     /// Never: serializing this type to JSON cannot fail.
     pub fn encode(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("manifest serializes");
-        let mut out = Vec::with_capacity(HEADER + body.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&[VERSION, 0, 0, 0]);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        frame(&serde_json::to_vec(self).expect("manifest serializes"))
     }
 
     /// Checks and decodes a manifest.
@@ -173,34 +166,46 @@ impl Manifest {
     }
 }
 
+/// `body` framed as a manifest: header, length and checksum.
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&[VERSION, 0, 0, 0]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A small manifest (tests and fuzzing seeds).
+pub(crate) fn sample() -> Manifest {
+    Manifest {
+        id: "00000000000000000042-0000001700000000000".into(),
+        kind: SnapshotKind::Incremental,
+        parent: Some("p".into()),
+        last_log_id: None,
+        membership: Membership::default(),
+        created_unix_ms: 1,
+        requested_by: "test".into(),
+        base: Layer {
+            last_log_id: None,
+            segments: vec![SegmentRef {
+                name: "ab".into(),
+                bytes: 10,
+                records: 2,
+            }],
+        },
+        deltas: vec![],
+        keys: 2,
+        state_hash: "00".into(),
+        bytes_written: 10,
+        blobs: vec!["b".repeat(64)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> Manifest {
-        Manifest {
-            id: "00000000000000000042-0000001700000000000".into(),
-            kind: SnapshotKind::Incremental,
-            parent: Some("p".into()),
-            last_log_id: None,
-            membership: Membership::default(),
-            created_unix_ms: 1,
-            requested_by: "test".into(),
-            base: Layer {
-                last_log_id: None,
-                segments: vec![SegmentRef {
-                    name: "ab".into(),
-                    bytes: 10,
-                    records: 2,
-                }],
-            },
-            deltas: vec![],
-            keys: 2,
-            state_hash: "00".into(),
-            bytes_written: 10,
-            blobs: vec!["b".repeat(64)],
-        }
-    }
 
     #[test]
     fn round_trip_and_damage() {
