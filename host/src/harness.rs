@@ -314,6 +314,18 @@ impl ProcessCluster {
         }
     }
 
+    /// Freezes node `id`'s process (SIGSTOP), or lets it go on (SIGCONT).
+    pub fn pause(&self, id: NodeId, paused: bool) {
+        if let Some(c) = self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            let _ = crate::platform::pause(c.id(), paused);
+        }
+    }
+
     /// Stops node `id`: SIGTERM, then SIGKILL if it has not exited within
     /// 5 s.
     pub fn stop(&mut self, id: NodeId) {

@@ -52,6 +52,7 @@ mod config;
 pub mod failpoint;
 pub mod fuzzing;
 mod harness;
+pub mod linearizability;
 mod log_store;
 mod node;
 mod platform;

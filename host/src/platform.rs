@@ -131,11 +131,24 @@ pub unsafe fn inherited_listener(fd: RawFd) -> io::Result<std::net::TcpListener>
 /// # Errors
 /// If the signal could not be sent (no such process, not ours).
 pub fn terminate(pid: u32) -> io::Result<()> {
+    signal(pid, libc::SIGTERM)
+}
+
+/// Freezes process `pid` (SIGSTOP) or lets it go on (SIGCONT): a node
+/// that stops answering without dying, for fault tests.
+///
+/// # Errors
+/// If the signal could not be sent (no such process, not ours).
+pub fn pause(pid: u32, paused: bool) -> io::Result<()> {
+    signal(pid, if paused { libc::SIGSTOP } else { libc::SIGCONT })
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
     // SAFETY: kill has no memory-safety preconditions; it only sends a
     // signal to `pid`, a process the caller started and has not reaped.
     #[expect(unsafe_code, reason = "kill has no safe wrapper in std")]
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(pid, sig) };
     if rc == 0 {
         Ok(())
     } else {

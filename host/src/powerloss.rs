@@ -39,7 +39,10 @@ struct State {
 
 /// A directory under simulated power.
 #[derive(Debug)]
-#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    allow(dead_code, reason = "made only by `arm`, a test-only function")
+)]
 pub struct Sim {
     dir: PathBuf,
     state: Mutex<State>,
