@@ -139,17 +139,29 @@ fn a_node_whose_log_is_damaged_recovers_once_enough_peers_answer() {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::bind(3);
         let (mut nodes, leader_id) = compacted_cluster(dir.path(), &ports).await;
-        // A marked entry in the live log, with more after it.
+        // A marked entry in the live log (not purged by the time the
+        // follower stops), with more after it.
         let lead = nodes.iter().find(|n| n.id() == leader_id).unwrap();
-        lead.put(b"marked".to_vec(), MARK.to_vec()).await.unwrap();
-        write_keys(lead, "later/", 100, 8).await;
         let pos = nodes.iter().position(|n| n.id() != leader_id).unwrap();
         let id = nodes[pos].id();
-        let applied = nodes[pos].internals().sm.last_applied().unwrap().index;
-        eventually(Duration::from_secs(10), "the follower has it all", || {
-            nodes[pos].internals().sm.last_applied().unwrap().index >= applied
-        })
-        .await;
+        let mut attempt = 0;
+        let mark = loop {
+            let mark = format!("{}-{attempt}", String::from_utf8_lossy(MARK)).into_bytes();
+            let at = lead.put(b"marked".to_vec(), mark.clone()).await.unwrap().index;
+            write_keys(lead, &format!("later{attempt}/"), 100, 8).await;
+            let target = lead.internals().sm.last_applied().unwrap().index;
+            eventually(Duration::from_secs(10), "the follower has it all", || {
+                nodes[pos].internals().sm.last_applied().unwrap().index >= target
+            })
+            .await;
+            // A purge the last snapshot asked for has had its time.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if nodes[pos].internals().log.purged().map_or(0, |p| p.index) < at {
+                break mark;
+            }
+            attempt += 1;
+            assert!(attempt < 5, "every marked entry was purged at once");
+        };
         ramrod_tests::stop(&ports, nodes.remove(pos)).await;
         // Damage inside acknowledged log data: the marked entry.
         let segs = dir.path().join(format!("node-{id}/raft-log"));
@@ -157,8 +169,8 @@ fn a_node_whose_log_is_damaged_recovers_once_enough_peers_answer() {
             .into_iter()
             .find_map(|p| {
                 let b = std::fs::read(&p).unwrap();
-                let at = b.windows(MARK.len()).position(|w| w == MARK)?;
-                Some((p, at + MARK.len() / 2))
+                let at = b.windows(mark.len()).position(|w| w == mark.as_slice())?;
+                Some((p, at + mark.len() / 2))
             })
             .expect("the marked entry in a segment");
         flip(&seg, at);
