@@ -4,6 +4,7 @@
 //! ```toml
 //! id = 1
 //! listen = "127.0.0.1:7001"
+//! # advertise = "10.0.0.1:7001"  # the address peers reach it at (default: listen)
 //! data-dir = "data/node-1"
 //! token = "change-me"
 //! cluster-secret = "the same long secret on every node"   # or cluster-secret-file
@@ -202,6 +203,12 @@ pub struct NodeConfig {
     /// Where it listens (default `127.0.0.1:7001`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The address peers (and clients sent on to this node) are told to
+    /// reach it at, `host:port`: written into the cluster's membership
+    /// when this node creates the cluster. Default: where it listens. For
+    /// a node behind a proxy, NAT or a port mapping.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Its data directory (log store; snapshots unless a store is set).
     pub data_dir: PathBuf,
     /// The admin API's bearer token; without one the admin API is closed.
@@ -322,6 +329,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             listen: default_listen(),
+            advertise: None,
             data_dir: data_dir.into(),
             token: None,
             peers: Vec::new(),
@@ -439,6 +447,11 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("`id` must not be 0".into());
+        }
+        if let Some(a) = &self.advertise
+            && a.parse::<SocketAddr>().is_err()
+        {
+            return Err(format!("`advertise`: {a:?} is not host:port"));
         }
         let mut ids = BTreeSet::from([self.id]);
         for p in &self.peers {
@@ -569,6 +582,7 @@ heartbeat-ms = 50
         };
         assert!(bad("[[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n").contains("twice"));
         assert!(bad("[[peers]]\nid = 2\naddr = \"nowhere\"\n").contains("host:port"));
+        assert!(bad("advertise = \"proxy\"\n").contains("`advertise`"));
         assert!(bad("token = \"short\"\n").contains("token"));
         assert!(bad("[policy]\nname = \"entries\"\nfile = \"p.wasm\"\n").contains("policy"));
         assert!(bad("[raft]\nheartbeat-ms = 500\n").contains("raft"));

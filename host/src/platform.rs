@@ -1,6 +1,6 @@
 //! Calls into the operating system that the standard library does not wrap
 //! (`statvfs`, `posix_fallocate`, signals, handing a listening socket to a
-//! child process). Every `unsafe` libc call of the crate lives here, each
+//! child process, mounting a tmpfs for the disk-full tests). Every `unsafe` libc call of the crate lives here, each
 //! with its `SAFETY` proof.
 
 use std::fs::File;
@@ -203,6 +203,76 @@ pub fn disk_free(dir: &Path) -> u64 {
         reason = "the field types differ between platforms (c_ulong, fsblkcnt_t)"
     )]
     (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+}
+
+/// Mounts a tmpfs of `bytes` bytes on the directory `dir`: a small file
+/// system that fills up for real, for the disk-full fault tests. Needs the
+/// right to mount (root, or `CAP_SYS_ADMIN`).
+///
+/// # Errors
+/// If the mount is refused (the usual case without root), or on a system
+/// other than Linux.
+#[cfg(target_os = "linux")]
+pub fn mount_tmpfs(dir: &Path, bytes: u64) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let options =
+        std::ffi::CString::new(format!("size={bytes},mode=0700")).map_err(io::Error::other)?;
+    // SAFETY: every pointer is a valid NUL-terminated C string that
+    // outlives the call; mount only reads them.
+    #[expect(unsafe_code, reason = "mount has no safe wrapper in std")]
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Not on this system.
+///
+/// # Errors
+/// Always.
+#[cfg(not(target_os = "linux"))]
+pub fn mount_tmpfs(_dir: &Path, _bytes: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Detaches the file system mounted on `dir` (lazily: it goes when the
+/// last file open on it is closed).
+///
+/// # Errors
+/// If nothing is mounted there or the right is missing.
+#[cfg(target_os = "linux")]
+pub fn unmount(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `target` is a valid NUL-terminated C string that outlives
+    // the call; umount2 only reads it.
+    #[expect(unsafe_code, reason = "umount2 has no safe wrapper in std")]
+    let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Not on this system.
+///
+/// # Errors
+/// Always.
+#[cfg(not(target_os = "linux"))]
+pub fn unmount(_dir: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! A 3-node cluster of `ramrod serve` processes on loopback: acknowledged
-//! writes survive kill -9 of a follower and of the leader; a restarted node
-//! catches up to the same state.
+//! writes survive kill -9 of a follower and of the leader, a partitioned
+//! leader and a full disk; a restarted or healed node catches up to the
+//! same state.
 
 use std::time::{Duration, Instant};
 
 use ramrod::client::BatchCommand;
-use ramrod::internals::harness::{ClusterSpec, ProcessCluster};
+use ramrod::internals::harness::{ClusterSpec, Cut, ProcessCluster, SmallDisk};
 use ramrod::{NodeId, Status};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -268,4 +269,160 @@ fn kill9_of_the_leader_during_a_snapshot_build_and_a_purge_loses_nothing() {
             );
         }
     });
+}
+
+/// A leader cut off from both peers (its packets dropped, through the fault
+/// proxies) loses the cluster: the other two elect a leader and take
+/// writes, and the old one never answers a read with what it had; healed,
+/// it follows and comes to the same state.
+#[test]
+fn a_partitioned_leader_is_replaced_and_catches_up_when_healed() {
+    rt().block_on(async {
+        let c = Cluster::with_spec(ClusterSpec {
+            proxied: true,
+            ..ClusterSpec::default()
+        });
+        let old = c.leader().await;
+        for i in 0..20 {
+            c.put(&format!("vm/{i:03}"), "spec").await;
+        }
+        c.put("generation", "before").await;
+        let net = c.procs.network().expect("proxied");
+        net.isolate(old, 1..=3, Cut::Drop);
+
+        let deadline = Instant::now() + WAIT;
+        let new = 'found: loop {
+            for id in (1..=3).filter(|&i| i != old) {
+                if c.procs.status(id).await.is_some_and(|s| s.is_leader()) {
+                    break 'found id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader while {old} is cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let client = c.procs.client(new);
+        let mut last = 0;
+        for i in 20..60 {
+            let key = format!("vm/{i:03}");
+            last = loop {
+                match client.put(&key, "spec").await {
+                    Ok(w) => break w.index,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "{key} not taken by {new}: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+        }
+        last = last.max(client.put("generation", "after").await.unwrap().index);
+        let stale = c
+            .procs
+            .client(old)
+            .with_timeout(Duration::from_secs(3))
+            .get("generation")
+            .await;
+        assert!(
+            !matches!(&stale, Ok(Some(v)) if v == b"before"),
+            "the cut-off leader answered a stale read: {stale:?}"
+        );
+
+        net.heal();
+        let healed = c.applied(old, last).await;
+        let leader = c.applied(new, last).await;
+        assert_eq!(healed.keys, 61);
+        assert_eq!(healed.state_hash, leader.state_hash);
+        assert!(!healed.is_leader() || healed.term > leader.term);
+    });
+}
+
+/// A follower whose disk fills up (a real tmpfs, where the test may mount
+/// one: root on Linux) ends with exit code 3 and a log naming the full disk
+/// while the other two go on taking writes, instead of living on with a
+/// stopped core; with space freed and restarted, it catches up, and nothing
+/// acknowledged is lost.
+#[test]
+fn a_follower_on_a_full_disk_ends_saying_so_and_catches_up_when_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disks = match (1..=3)
+        .map(|id| SmallDisk::mount(&dir.path().join(format!("node-{id}")), 32 << 20))
+        .collect::<std::io::Result<Vec<_>>>()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: a tmpfs cannot be mounted here ({e}; it needs root)");
+            return;
+        }
+    };
+    let spec = ClusterSpec {
+        extra_toml: "[log]\nsegment-bytes = 65536\n".into(),
+        rust_log: "warn".into(),
+        log_files: true,
+        ..ClusterSpec::default()
+    };
+    let mut procs =
+        ProcessCluster::new(env!("CARGO_BIN_EXE_ramrod").as_ref(), dir.path(), spec).unwrap();
+    procs.start_all().unwrap();
+    rt().block_on(async {
+        let leader = procs.leader(WAIT).await.expect("a leader");
+        let follower = (1..=3).find(|&i| i != leader).unwrap();
+        let value = "v".repeat(1024);
+        for i in 0..20 {
+            procs
+                .put(&format!("vm/{i:03}"), &value, WAIT)
+                .await
+                .unwrap();
+        }
+        let taken = disks[follower as usize - 1].fill().unwrap();
+        assert!(taken > 0 && disks[follower as usize - 1].free_bytes() < 64 << 10);
+
+        // Writes go on through the leader; the follower runs out of space
+        // at its next segment and ends.
+        let deadline = Instant::now() + WAIT;
+        let mut last = 0;
+        let mut i = 20;
+        while procs.running(follower) {
+            assert!(
+                Instant::now() < deadline,
+                "node {follower} kept running on a full disk"
+            );
+            let w = procs
+                .client(leader)
+                .put(&format!("vm/{i:03}"), value.clone())
+                .await;
+            last = w.expect("the other two take writes").index;
+            i += 1;
+        }
+        assert_eq!(
+            procs.exit_status(follower).and_then(|s| s.code()),
+            Some(3),
+            "a storage failure ends with 3"
+        );
+        let log = std::fs::read_to_string(dir.path().join(format!("node-{follower}.log"))).unwrap();
+        assert!(
+            log.contains("No space left on device"),
+            "the log names the full disk: {log}"
+        );
+        for j in 0..20 {
+            last = procs
+                .put(&format!("after/{j:03}"), &value, WAIT)
+                .await
+                .unwrap()
+                .index;
+        }
+
+        disks[follower as usize - 1].free().unwrap();
+        procs.start(follower).unwrap();
+        let caught_up = procs
+            .applied(follower, last, WAIT)
+            .await
+            .expect("caught up");
+        let leader_status = procs.applied(leader, last, WAIT).await.unwrap();
+        assert_eq!(caught_up.keys, i + 20);
+        assert_eq!(caught_up.state_hash, leader_status.state_hash);
+    });
+    drop(procs);
+    drop(disks);
 }

@@ -207,7 +207,10 @@ pub(super) async fn start(plan: Plan) -> Result<Node, NodeError> {
         decide: t.builtin_snapshot_every.is_none(),
     });
     let mut members = BTreeMap::new();
-    let self_addr = addr.map_or_else(|| config.listen.to_string(), |a| a.to_string());
+    let self_addr = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| addr.map_or_else(|| config.listen.to_string(), |a| a.to_string()));
     members.insert(config.id, openraft::BasicNode::new(self_addr));
     for p in &config.peers {
         members.insert(p.id, openraft::BasicNode::new(p.addr.clone()));

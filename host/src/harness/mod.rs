@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 use crate::client::{Client, ClientError};
 use crate::{NodeId, Status, Written};
 
+mod disk;
+mod proxy;
+pub use disk::SmallDisk;
+pub use proxy::{Cut, Network, Proxy};
+
 /// A loopback listening socket held for a node across its restarts. While
 /// it is parked (the node is down), a thread accepts and closes every
 /// connection, so a client fails at once, as it would on a closed port,
@@ -143,6 +148,12 @@ pub struct ClusterSpec {
     /// [`ProcessCluster::new`]), `[tls]` in every config; URLs are
     /// `https://`, clients trust the CA.
     pub tls: bool,
+    /// Peers reach each node through a fault proxy
+    /// ([`ProcessCluster::network`]), which can cut links between nodes:
+    /// each node advertises its proxy's address, and its peers are
+    /// configured with theirs. Clients of [`ProcessCluster::client`] reach
+    /// nodes directly. Not with [`tls`](Self::tls).
+    pub proxied: bool,
 }
 
 impl Default for ClusterSpec {
@@ -156,6 +167,7 @@ impl Default for ClusterSpec {
             rust_log: "off".into(),
             log_files: false,
             tls: false,
+            proxied: false,
         }
     }
 }
@@ -175,6 +187,8 @@ pub struct ProcessCluster {
     children: std::sync::Mutex<BTreeMap<NodeId, Child>>,
     /// How the processes that exited by themselves ended.
     exited: std::sync::Mutex<BTreeMap<NodeId, std::process::ExitStatus>>,
+    /// With [`ClusterSpec::proxied`]: the network and a proxy per node.
+    network: Option<(Network, Vec<Proxy>)>,
 }
 
 impl ProcessCluster {
@@ -188,6 +202,26 @@ impl ProcessCluster {
             .map(|_| HeldSocket::bind_loopback())
             .collect::<io::Result<Vec<_>>>()?;
         let addrs: Vec<SocketAddr> = sockets.iter().map(HeldSocket::addr).collect();
+        let network = if spec.proxied {
+            if spec.tls {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a proxied cluster cannot use TLS: the proxy reads who sends each request",
+                ));
+            }
+            let net = Network::new()?;
+            let proxies = (1..=spec.nodes)
+                .map(|id| net.proxy(addrs[id as usize - 1], Some(id)))
+                .collect::<io::Result<Vec<_>>>()?;
+            Some((net, proxies))
+        } else {
+            None
+        };
+        // Where peers reach each node.
+        let peer_addrs: Vec<SocketAddr> = match &network {
+            Some((_, proxies)) => proxies.iter().map(Proxy::addr).collect(),
+            None => addrs.clone(),
+        };
         let sockets = sockets.into_iter().map(std::sync::Mutex::new).collect();
         let (hb, emin, emax) = spec.raft_ms;
         let ca = if spec.tls {
@@ -214,6 +248,9 @@ impl ProcessCluster {
                 addrs[id as usize - 1],
                 spec.token,
             );
+            if network.is_some() {
+                t += &format!("advertise = \"{}\"\n", peer_addrs[id as usize - 1]);
+            }
             // With TLS, certificates alone authenticate peers.
             if ca.is_none() {
                 t += &format!("cluster-secret = \"{}\"\n", spec.cluster_secret);
@@ -231,7 +268,7 @@ impl ProcessCluster {
             for p in (1..=spec.nodes).filter(|&p| p != id) {
                 t += &format!(
                     "[[peers]]\nid = {p}\naddr = \"{}\"\n\n",
-                    addrs[p as usize - 1]
+                    peer_addrs[p as usize - 1]
                 );
             }
             t += &spec.extra_toml;
@@ -245,6 +282,7 @@ impl ProcessCluster {
             sockets,
             children: std::sync::Mutex::new(BTreeMap::new()),
             exited: std::sync::Mutex::new(BTreeMap::new()),
+            network,
         })
     }
 
@@ -396,6 +434,12 @@ impl ProcessCluster {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .copied()
+    }
+
+    /// The network between the nodes, with [`ClusterSpec::proxied`]: cut
+    /// and heal links.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref().map(|(n, _)| n)
     }
 
     /// The node ids.
