@@ -368,10 +368,19 @@ fn a_follower_on_a_full_disk_ends_saying_so_and_catches_up_when_freed() {
     rt().block_on(async {
         let leader = procs.leader(WAIT).await.expect("a leader");
         let follower = (1..=3).find(|&i| i != leader).unwrap();
-        let value = "v".repeat(1024);
+        // 1 KiB that does not compress, so that each write takes its size
+        // in the log (whose sections are lz4-compressed).
+        let value = |i: u64| -> String {
+            (0..16u64)
+                .map(|j| {
+                    let seed = [i.to_le_bytes(), j.to_le_bytes()].concat();
+                    blake3::hash(&seed).to_hex().to_string()
+                })
+                .collect()
+        };
         for i in 0..20 {
             procs
-                .put(&format!("vm/{i:03}"), &value, WAIT)
+                .put(&format!("vm/{i:03}"), &value(i), WAIT)
                 .await
                 .unwrap();
         }
@@ -379,19 +388,18 @@ fn a_follower_on_a_full_disk_ends_saying_so_and_catches_up_when_freed() {
         assert!(taken > 0 && disks[follower as usize - 1].free_bytes() < 64 << 10);
 
         // Writes go on through the leader; the follower runs out of space
-        // at its next segment and ends.
+        // when it needs a new segment (the one made ahead, then the next)
+        // and ends.
         let deadline = Instant::now() + WAIT;
         let mut last = 0;
         let mut i = 20;
+        let client = procs.client(leader);
         while procs.running(follower) {
             assert!(
                 Instant::now() < deadline,
                 "node {follower} kept running on a full disk"
             );
-            let w = procs
-                .client(leader)
-                .put(&format!("vm/{i:03}"), value.clone())
-                .await;
+            let w = client.put(&format!("vm/{i:03}"), value(i)).await;
             last = w.expect("the other two take writes").index;
             i += 1;
         }
@@ -407,7 +415,7 @@ fn a_follower_on_a_full_disk_ends_saying_so_and_catches_up_when_freed() {
         );
         for j in 0..20 {
             last = procs
-                .put(&format!("after/{j:03}"), &value, WAIT)
+                .put(&format!("after/{j:03}"), &value(j), WAIT)
                 .await
                 .unwrap()
                 .index;
@@ -420,7 +428,7 @@ fn a_follower_on_a_full_disk_ends_saying_so_and_catches_up_when_freed() {
             .await
             .expect("caught up");
         let leader_status = procs.applied(leader, last, WAIT).await.unwrap();
-        assert_eq!(caught_up.keys, i + 20);
+        assert_eq!(caught_up.keys as u64, i + 20);
         assert_eq!(caught_up.state_hash, leader_status.state_hash);
     });
     drop(procs);
