@@ -39,6 +39,27 @@ const CLIENTS: usize = 6;
 /// Each node's disk (a tmpfs), when the test can mount one.
 const DISK_BYTES: u64 = 64 << 20;
 
+/// What a write of `v` stores: `v`, then 512 bytes that do not compress,
+/// so that the log grows as it would with real records (a full disk is
+/// then found at the next segment within a second or two).
+fn value_bytes(v: u64) -> Vec<u8> {
+    let mut b = v.to_string().into_bytes();
+    for j in 0..8u64 {
+        b.push(b' ');
+        let seed = [v.to_le_bytes(), j.to_le_bytes()].concat();
+        b.extend_from_slice(blake3::hash(&seed).to_hex().as_bytes());
+    }
+    b
+}
+
+/// The `v` a value read back was written with.
+fn value_of(b: &[u8]) -> u64 {
+    let text = std::str::from_utf8(b).expect("values are text");
+    let v = text.split(' ').next().unwrap_or_default();
+    v.parse()
+        .unwrap_or_else(|_| panic!("not a value this test wrote: {text:?}"))
+}
+
 /// The S3 test server (`RAMROD_S3_ENDPOINT`, as `scripts/test.sh` starts
 /// it) behind a proxy of its own network, and the bucket.
 fn s3_store() -> Option<(Network, Proxy, String)> {
@@ -198,7 +219,7 @@ fn linearizable_under_kills_pauses_partitions_full_disks_and_store_outages() {
                     let call = now();
                     if rand(2) == 0 {
                         let v = values.fetch_add(1, Ordering::Relaxed);
-                        let r = client.put(&key, v.to_string().into_bytes()).await;
+                        let r = client.put(&key, value_bytes(v)).await;
                         let answer = match &r {
                             Ok(_) => {
                                 acked.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +246,7 @@ fn linearizable_under_kills_pauses_partitions_full_disks_and_store_outages() {
                         };
                         let answer = now();
                         reads.fetch_add(1, Ordering::Relaxed);
-                        let got = got.map(|b| String::from_utf8(b).unwrap().parse().unwrap());
+                        let got = got.map(|b| value_of(&b));
                         history.lock().unwrap().push(Event {
                             key,
                             op: Op::Read(got),
@@ -348,7 +369,7 @@ fn linearizable_under_kills_pauses_partitions_full_disks_and_store_outages() {
                 let call = now();
                 match client.get(&key).await {
                     Ok(got) => {
-                        let got = got.map(|b| String::from_utf8(b).unwrap().parse().unwrap());
+                        let got = got.map(|b| value_of(&b));
                         history.lock().unwrap().push(Event {
                             key,
                             op: Op::Read(got),
